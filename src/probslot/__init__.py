@@ -1,0 +1,20 @@
+"""probslot: identifiable object-centric learning with Probabilistic Slot Attention."""
+
+from probslot.typing import (
+    AutoencoderOutput,
+    DecoderOutput,
+    EncoderOutput,
+    SlotAttentionOutput,
+    SlotPosterior,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AutoencoderOutput",
+    "DecoderOutput",
+    "EncoderOutput",
+    "SlotAttentionOutput",
+    "SlotPosterior",
+    "__version__",
+]

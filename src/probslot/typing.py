@@ -1,0 +1,139 @@
+"""Axis legend and the frozen output dataclasses shared by every module.
+
+Axis legend (used in docstrings, shape comments and einops patterns):
+
+====  =====================================================
+b     batch (images)
+n     tokens (encoder outputs; N = h * w for image encoders)
+k     slots (mixture components)
+d     slot / feature dimension
+c     channels (3 for RGB)
+h, w  image or token-grid height and width
+m     images in a dataset (aggregate posterior)
+====  =====================================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "AutoencoderOutput",
+    "DecoderOutput",
+    "EncoderOutput",
+    "SlotAttentionOutput",
+    "SlotPosterior",
+    "check_tau",
+]
+
+
+def check_tau(tau: float) -> float:
+    """Validate a relevance threshold τ ∈ [0, 1) (paper Eq. 7) and return it as a float."""
+    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
+        raise ValueError(f"tau must be a number in [0, 1); got {tau!r} of type {type(tau).__name__}")
+    if not 0.0 <= float(tau) < 1.0:
+        raise ValueError(f"tau must be in [0, 1) (paper Eq. 7: keep slots with pi > tau); got {tau}")
+    return float(tau)
+
+
+@dataclass(frozen=True)
+class SlotPosterior:
+    """Per-image Gaussian mixture over tokens found by Probabilistic Slot Attention (paper Eq. 6).
+
+    Attributes:
+        mu:   (b, k, d) slot means μ(T).
+        var:  (b, k, d) diagonal slot variances σ(T)².
+        pi:   (b, k) mixing weights π(T); each row lies on the simplex.
+        attn: (b, k, n) responsibilities A (sum to 1 over k for each real token; 0 on masked tokens).
+    """
+
+    mu: Tensor
+    var: Tensor
+    pi: Tensor
+    attn: Tensor
+
+    @property
+    def slots(self) -> Tensor:
+        """(b, k, d) the slots passed to a decoder: the means μ(T), as the authors' code decodes."""
+        return self.mu
+
+    @property
+    def num_slots(self) -> int:
+        return self.mu.shape[1]
+
+    def sample(self, generator: torch.Generator | None = None) -> Tensor:
+        """(b, k, d) reparameterised draws s_k = μ_k + σ_k ε, ε ~ N(0, I); differentiable in μ and σ²."""
+        eps = torch.randn(
+            self.mu.shape, generator=generator, device=self.mu.device, dtype=self.mu.dtype
+        )
+        return self.mu + self.var.sqrt() * eps
+
+    def active(self, tau: float) -> Tensor:
+        """(b, k) bool mask of relevant slots, π_k > τ (automatic relevance determination, Eq. 7)."""
+        return self.pi > check_tau(tau)
+
+
+@dataclass(frozen=True)
+class SlotAttentionOutput:
+    """Output of the slot-attention baseline (Locatello et al. 2020).
+
+    Attributes:
+        slots: (b, k, d) slot vectors after the last iteration.
+        attn:  (b, k, n) attention over slots (softmax over k for each token).
+    """
+
+    slots: Tensor
+    attn: Tensor
+
+    @property
+    def num_slots(self) -> int:
+        return self.slots.shape[1]
+
+
+@dataclass(frozen=True)
+class EncoderOutput:
+    """Encoder contract: tokens (b, n, d) on a (h, w) grid with n = h * w."""
+
+    tokens: Tensor
+    grid: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class DecoderOutput:
+    """Decoder contract.
+
+    Attributes:
+        recon:    (b, 3, H, W) reconstruction.
+        masks:    (b, k, 1, H, W) alpha masks summing to 1 over k (additive decoders), else None.
+        per_slot: (b, k, 3, H, W) per-slot RGB (additive decoders), else None.
+    """
+
+    recon: Tensor
+    masks: Tensor | None = None
+    per_slot: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class AutoencoderOutput:
+    """Everything a slot autoencoder computes for one batch.
+
+    Attributes:
+        recon:      (b, 3, H, W) reconstruction in [0, 1] image space.
+        masks:      (b, k, 1, H, W) decoder alpha masks, or None for non-additive decoders.
+        per_slot:   (b, k, 3, H, W) per-slot images, or None.
+        grouping:   the grouping output (`SlotPosterior` for PSA, `SlotAttentionOutput` for SA).
+        attn_masks: (b, k, H, W) grouping attention upsampled to image size.
+    """
+
+    recon: Tensor
+    masks: Tensor | None
+    per_slot: Tensor | None
+    grouping: SlotPosterior | SlotAttentionOutput
+    attn_masks: Tensor
+
+    @property
+    def slots(self) -> Tensor:
+        return self.grouping.slots
