@@ -1,0 +1,212 @@
+"""Probabilistic Slot Attention (Kori et al., NeurIPS 2024, Algorithms 1–3).
+
+Axis legend (see `probslot.typing`): b batch · n tokens · k slots · d feature dim.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from probslot.nn.functional import DEFAULT_MIN_VAR, em_step, token_mean
+from probslot.nn.layers import (
+    ResidualMLP,
+    check_positive_int,
+    prepare_grouping_inputs,
+    resolve_num_slots,
+)
+from probslot.typing import SlotPosterior
+
+__all__ = ["ProbabilisticSlotAttention"]
+
+Variant = Literal["proj", "base"]
+Variance = Literal["mle", "map"]
+Init = Literal["learned", "standard"]
+
+
+def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+
+
+class ProbabilisticSlotAttention(nn.Module):
+    """Probabilistic Slot Attention: T EM iterations of a per-image diagonal GMM over tokens.
+
+    ``forward(inputs (b, n, dim), num_slots=None, mask=None) -> SlotPosterior`` with
+    mu/var (b, k, slot_dim), pi (b, k), attn (b, k, n).
+
+    Pipeline: z = LayerNorm(inputs) (the input LayerNorm of slot attention, over the feature axis;
+    it puts tokens on a unit scale so `min_var` and the init are meaningful); then
+
+    * ``variant="proj"`` (Alg. 1 = Alg. 3, "PSA-Proj"): keys W_k z, values W_v z (both
+      dim → slot_dim, no bias), query means W_q μ(t) (slot_dim → slot_dim, no bias);
+    * ``variant="base"`` (Alg. 2, "PSA"): keys = values = z (so slot_dim must equal dim); the
+      printed algorithm keeps the query projection W_q μ(t), which is the default here
+      (``query_proj=True``). The authors' code has no W_q at all: pass ``query_proj=False``
+      to match it (then the E-step scores z against μ(t) itself, exact EM on z).
+
+    Each iteration calls `probslot.nn.functional.em_step` (E-step over slots in log space, Â over
+    tokens, μ and σ² on the values, π = Σ_n A / N). Work that does not change across iterations
+    is done once per forward: the values are centred by their (detached) per-image mean, and
+    keys², values² are computed once and passed to every `em_step` call. Both are exact
+    re-arrangements (tested against plain `em_step`). EM runs in float32 under autocast.
+    Initialisation, π(0) = 1/K always:
+
+    * ``init="learned"`` (authors' code): μ(0) = m + exp(log s)·ε, ε ~ N(0, I), σ(0)² = exp(2 log s)
+      with learned m, log s ∈ R^{slot_dim} shared by all slots (so any ``num_slots`` works). Both
+      get gradients: m through μ(0); log s through the noise scale and through σ(0)² in the first
+      E-step. They start at m = 0, log s = 0, i.e. exactly the paper's standard init.
+    * ``init="standard"`` (paper Eq. 3): μ(0) ~ N(0, I), σ(0)² = 1, no parameters.
+
+    Options beyond the paper, all off by default (the paper's algorithms have none of them):
+
+    * ``variance="map"``: the prior-regularised variance update of the authors' code (paper
+      notes §11.2), see `em_step`; ``"mle"`` is Alg. 1.
+    * ``gru=True``: μ(t+1) = GRUCell(μ_EM, μ(t)); ``mlp=True``: μ += MLP(LayerNorm(μ)); and
+      ``norm_slots=True``: W_q LayerNorm(μ(t)). These are the authors' PSA-Proj refinements; σ²
+      and π still come from the EM step (around the EM mean, before the GRU/MLP).
+    * ``min_var``: variance floor (see `probslot.nn.functional.DEFAULT_MIN_VAR`).
+
+    Args:
+        num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
+        dim: feature size D of the input tokens.
+        slot_dim: slot size d (default ``dim``); must equal ``dim`` for ``variant="base"``.
+        iters: number of EM iterations T ≥ 1.
+        mlp_hidden: hidden width of the residual MLP (default 2·slot_dim).
+    """
+
+    def __init__(
+        self,
+        num_slots: int,
+        dim: int,
+        slot_dim: int | None = None,
+        iters: int = 3,
+        variant: Variant = "proj",
+        variance: Variance = "mle",
+        gru: bool = False,
+        mlp: bool = False,
+        init: Init = "learned",
+        min_var: float = DEFAULT_MIN_VAR,
+        query_proj: bool = True,
+        norm_slots: bool = False,
+        mlp_hidden: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.num_slots = check_positive_int("num_slots", num_slots)
+        self.dim = check_positive_int("dim", dim)
+        self.slot_dim = check_positive_int("slot_dim", dim if slot_dim is None else slot_dim)
+        self.iters = check_positive_int("iters", iters)
+        _check_choice("variant", variant, ("proj", "base"))
+        _check_choice("variance", variance, ("mle", "map"))
+        _check_choice("init", init, ("learned", "standard"))
+        if not (
+            isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
+        ):
+            raise ValueError(f"min_var must be a positive float; got {min_var!r}")
+        if variant == "base" and self.slot_dim != self.dim:
+            raise ValueError(
+                f"variant='base' (Alg. 2) has no key/value projections, so slot_dim must equal "
+                f"dim={self.dim}; got slot_dim={self.slot_dim}. Use variant='proj' to change size."
+            )
+        self.variant: Variant = variant
+        self.variance: Variance = variance
+        self.init: Init = init
+        self.min_var = float(min_var)
+
+        d = self.slot_dim
+        self.norm_inputs = nn.LayerNorm(self.dim)
+        self.to_k: nn.Module = nn.Identity()
+        self.to_v: nn.Module = nn.Identity()
+        if variant == "proj":
+            self.to_k = nn.Linear(self.dim, d, bias=False)
+            self.to_v = nn.Linear(self.dim, d, bias=False)
+        self.norm_slots: nn.Module = nn.LayerNorm(d) if norm_slots else nn.Identity()
+        self.to_q: nn.Module = nn.Linear(d, d, bias=False) if query_proj else nn.Identity()
+        self.gru: nn.GRUCell | None = nn.GRUCell(d, d) if gru else None
+        self.mlp: ResidualMLP | None = None
+        if mlp:
+            hidden = check_positive_int("mlp_hidden", 2 * d if mlp_hidden is None else mlp_hidden)
+            self.mlp = ResidualMLP(d, hidden)
+        if init == "learned":
+            self.init_loc = nn.Parameter(torch.zeros(d))
+            self.init_log_scale = nn.Parameter(torch.zeros(d))
+        else:
+            self.register_parameter("init_loc", None)
+            self.register_parameter("init_log_scale", None)
+
+    def extra_repr(self) -> str:
+        return (
+            f"num_slots={self.num_slots}, dim={self.dim}, slot_dim={self.slot_dim}, "
+            f"iters={self.iters}, variant={self.variant!r}, variance={self.variance!r}, "
+            f"init={self.init!r}, min_var={self.min_var:g}"
+        )
+
+    def initial_state(
+        self, batch: int, num_slots: int, device: torch.device, dtype: torch.dtype
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """(μ(0) (b, k, d), σ(0)² (b, k, d), log π(0) (b, k)) for one forward call."""
+        shape = (batch, num_slots, self.slot_dim)
+        eps = torch.randn(shape, device=device, dtype=dtype)
+        if self.init_loc is not None and self.init_log_scale is not None:
+            mu = self.init_loc + self.init_log_scale.exp() * eps
+            var = (2.0 * self.init_log_scale).exp().expand(shape)
+        else:
+            mu = eps
+            var = torch.ones(shape, device=device, dtype=dtype)
+        log_pi = torch.full((batch, num_slots), -math.log(num_slots), device=device, dtype=dtype)
+        return mu, var, log_pi
+
+    def forward(
+        self, inputs: Tensor, num_slots: int | None = None, mask: Tensor | None = None
+    ) -> SlotPosterior:
+        """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots."""
+        k = resolve_num_slots(self.num_slots, num_slots)
+        inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
+        b = inputs.shape[0]
+
+        z = self.norm_inputs(inputs)  # (b, n, dim)
+        keys, values = self.to_k(z), self.to_v(z)  # (b, n, d) each
+        # centre the values once per forward (the shift em_step would otherwise apply on every
+        # iteration, see em_step's `center`); exact: the slot means are shifted back below and
+        # σ², π do not depend on the shift, hence it is detached
+        shift = token_mean(values, mask).detach()  # (b, 1, d)
+        values = values - shift
+        # squares are iteration-invariant: computed once (float32, no graph) for all T calls
+        dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
+        keys_sq = keys.detach().to(dtype).square()  # (b, n, d)
+        values_sq = values.detach().to(dtype).square()  # (b, n, d)
+        param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
+        mu, var, log_pi = self.initial_state(b, k, inputs.device, param_dtype)
+
+        step = None
+        for _ in range(self.iters):
+            query = self.to_q(self.norm_slots(mu))  # (b, k, d) in key space
+            step = em_step(
+                keys,
+                values,
+                query,
+                var,
+                log_pi,
+                mask,
+                min_var=self.min_var,
+                variance=self.variance,
+                prev_mu=mu - shift if self.variance == "map" else None,
+                center=False,
+                keys_sq=keys_sq,
+                values_sq=values_sq,
+            )
+            new_mu = step.mu + shift
+            if self.gru is not None:
+                new_mu = self.gru(
+                    new_mu.reshape(b * k, self.slot_dim), mu.reshape(b * k, self.slot_dim)
+                ).reshape(b, k, self.slot_dim)  # (b*k, d) -> (b, k, d)
+            if self.mlp is not None:
+                new_mu = self.mlp(new_mu)
+            mu, var = new_mu, step.var
+            # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
+            log_pi = step.pi.clamp_min(torch.finfo(step.pi.dtype).tiny).log()
+        assert step is not None  # iters >= 1
+        return SlotPosterior(mu=mu, var=var, pi=step.pi, attn=step.attn)
