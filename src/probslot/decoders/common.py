@@ -1,0 +1,129 @@
+"""Shared decoder machinery: input checks, packing of kept slots, upsampling conv stacks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from probslot.encoders.layers import as_hw, make_activation
+
+__all__ = [
+    "check_keep",
+    "check_odd",
+    "check_positive",
+    "check_slots",
+    "num_upsamplings",
+    "pack_kept",
+    "unpack_kept",
+    "upsampling_stack",
+]
+
+
+def check_positive(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int; got {value!r}")
+    return value
+
+
+def check_odd(value: int, name: str) -> int:
+    check_positive(value, name)
+    if value % 2 == 0:
+        raise ValueError(f"{name} must be odd so convolutions keep the grid size; got {value}")
+    return value
+
+
+def check_slots(slots: Tensor, keep: Tensor | None, slot_dim: int) -> None:
+    """Validate decoder inputs: slots (b, k, slot_dim) float; keep None or (b, k) bool, ≥ 1 per image."""
+    if not isinstance(slots, Tensor) or slots.ndim != 3 or slots.shape[-1] != slot_dim:
+        got = tuple(slots.shape) if isinstance(slots, Tensor) else type(slots).__name__
+        raise ValueError(f"slots must be (batch, slots, {slot_dim}); got {got}")
+    check_keep(keep, slots.shape[0], slots.shape[1])
+
+
+def check_keep(keep: Tensor | None, batch: int, num_slots: int) -> None:
+    """Validate a slot-keep mask: None or a (batch, num_slots) bool tensor keeping ≥ 1 slot per image."""
+    if keep is None:
+        return
+    if not isinstance(keep, Tensor) or keep.dtype != torch.bool:
+        got = keep.dtype if isinstance(keep, Tensor) else type(keep).__name__
+        raise TypeError(f"keep must be a bool tensor of shape (batch, slots); got {got}")
+    if tuple(keep.shape) != (batch, num_slots):
+        raise ValueError(
+            f"keep must have shape (batch, slots) = {(batch, num_slots)} to match the slots; "
+            f"got {tuple(keep.shape)}"
+        )
+    empty = ~keep.any(dim=1)
+    if bool(empty.any()):
+        rows = empty.nonzero().flatten().tolist()
+        raise ValueError(
+            f"keep must keep at least one slot per image; images {rows} keep none "
+            "(lower the relevance threshold tau or always keep the slot with the largest pi)"
+        )
+
+
+def pack_kept(slots: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:
+    """Gather kept slots into one packed batch: (b, k, d) → (m, d) and their flat index (m,) or None."""
+    b, k, d = slots.shape
+    flat = slots.reshape(b * k, d)  # (b·k, d), slot-major within each image
+    if keep is None:
+        return flat, None
+    index = keep.reshape(b * k).nonzero().flatten()  # (m,)
+    return flat.index_select(0, index), index
+
+
+def unpack_kept(values: Tensor, index: Tensor | None, b: int, k: int, fill: float) -> Tensor:
+    """Scatter packed per-slot values (m, ...) back to (b, k, ...); skipped slots hold `fill`."""
+    if index is None:
+        return values.reshape(b, k, *values.shape[1:])
+    full = values.new_full((b * k, *values.shape[1:]), fill)
+    full = full.index_copy(0, index, values)  # out of place: differentiable in `values`
+    return full.reshape(b, k, *values.shape[1:])
+
+
+def num_upsamplings(image_size: tuple[int, int], init_size: int | Sequence[int]) -> int:
+    """How many ×2 upsamplings take `init_size` to `image_size`; errors if that is not a power of 2."""
+    h0, w0 = as_hw(init_size, "init_size")
+    h, w = image_size
+    ok = h % h0 == 0 and w % w0 == 0 and h // h0 == w // w0
+    ratio = h // h0 if ok else 0
+    if not ok or ratio & (ratio - 1) != 0:
+        raise ValueError(
+            f"image_size {image_size} must be init_size {(h0, w0)} times the same power of 2 on "
+            f"both axes; choose init_size = image_size / 2^u (e.g. {(max(1, h // 4), max(1, w // 4))})"
+        )
+    return int(math.log2(ratio))
+
+
+def upsampling_stack(
+    in_channels: int,
+    channels: Sequence[int],
+    kernel_size: int,
+    num_up: int,
+    activation: str,
+) -> nn.Sequential:
+    """Blocks conv k×k → act [→ ×2 nearest upsample for the first `num_up` blocks], one per channel.
+
+    Convolving before upsampling (the authors' ``dec_arch "8b1u2,16b1u2,32b1"``) runs one conv per
+    resolution, so only the last block works at full image size: the cheap order for CPU runs.
+    At least one block must remain after the last upsampling, so the output is not blocky.
+    """
+    if num_up > len(channels) - 1:
+        raise ValueError(
+            f"reaching the image size needs {num_up} ×2 upsamplings plus one block at full "
+            f"resolution, i.e. at least {num_up + 1} blocks; got {len(channels)} "
+            f"(channels={list(channels)}). Add blocks or raise init_size"
+        )
+    layers: list[nn.Module] = []
+    width = in_channels
+    for i, ch in enumerate(channels):
+        layers += [
+            nn.Conv2d(width, ch, kernel_size, padding=kernel_size // 2),
+            make_activation(activation),
+        ]
+        if i < num_up:
+            layers.append(nn.Upsample(scale_factor=2.0, mode="nearest"))
+        width = ch
+    return nn.Sequential(*layers)

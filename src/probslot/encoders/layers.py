@@ -1,0 +1,96 @@
+"""Small building blocks shared by encoders and decoders: activations, sizes, position embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "Activation",
+    "SoftPositionEmbed",
+    "as_hw",
+    "as_int_tuple",
+    "build_grid",
+    "make_activation",
+]
+
+Activation = Literal["leaky_relu", "relu"]
+_ACTIVATIONS = ("leaky_relu", "relu")
+
+
+def make_activation(name: str) -> nn.Module:
+    """`leaky_relu` (default everywhere: the paper's weak-injectivity argument, Assumption 8) or `relu`."""
+    if name == "leaky_relu":
+        return nn.LeakyReLU(0.01)
+    if name == "relu":
+        return nn.ReLU()
+    raise ValueError(
+        f"activation must be one of {', '.join(_ACTIVATIONS)}; got {name!r}. "
+        "Use 'leaky_relu' (weakly injective, as the paper assumes) or 'relu' (as the authors' code)."
+    )
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def as_hw(size: int | Sequence[int], name: str) -> tuple[int, int]:
+    """`size` as a (height, width) pair of positive ints; an int means a square."""
+    if _is_int(size):
+        pair = (int(size), int(size))  # type: ignore[arg-type]
+    elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
+        if not all(_is_int(s) for s in size):
+            raise TypeError(f"{name} must hold two ints (height, width); got {size!r}")
+        pair = (int(size[0]), int(size[1]))
+    else:
+        raise TypeError(f"{name} must be an int or a (height, width) pair of ints; got {size!r}")
+    if min(pair) < 1:
+        raise ValueError(f"{name} must be positive; got {size!r}")
+    return pair
+
+
+def as_int_tuple(values: Sequence[int], name: str, length: int | None = None) -> tuple[int, ...]:
+    """A non-empty sequence of positive ints as a tuple; `length` checks its length."""
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+        raise TypeError(f"{name} must be a non-empty list of positive ints; got {values!r}")
+    if not all(_is_int(v) and v > 0 for v in values):
+        raise ValueError(f"{name} must hold positive ints; got {list(values)!r}")
+    if length is not None and len(values) != length:
+        raise ValueError(
+            f"{name} must have one entry per layer ({length}); got {len(values)}: {list(values)!r}"
+        )
+    return tuple(int(v) for v in values)
+
+
+def build_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
+    """(h, w, 4) coordinates (y, x, 1 − y, 1 − x) in [0, 1] on a height × width grid."""
+    ys = torch.linspace(0.0, 1.0, height, device=device, dtype=dtype)
+    xs = torch.linspace(0.0, 1.0, width, device=device, dtype=dtype)
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
+    return torch.stack([gy, gx, 1.0 - gy, 1.0 - gx], dim=-1)
+
+
+class SoftPositionEmbed(nn.Module):
+    """Soft position embedding: Linear(4 → dim) on the grid (y, x, 1 − y, 1 − x), added to features.
+
+    Works on any grid size, so an encoder is not tied to one image size.
+    forward(features (b, dim, h, w)) → (b, dim, h, w).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+        self.proj = nn.Linear(4, dim)
+
+    def embedding(self, height: int, width: int) -> Tensor:
+        """(dim, h, w) the additive position code."""
+        grid = build_grid(
+            height, width, device=self.proj.weight.device, dtype=self.proj.weight.dtype
+        )
+        return self.proj(grid).permute(2, 0, 1)
+
+    def forward(self, features: Tensor) -> Tensor:
+        return features + self.embedding(features.shape[-2], features.shape[-1])

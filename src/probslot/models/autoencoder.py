@@ -1,0 +1,209 @@
+"""Slot autoencoder: encoder → grouping → decoder (extract → group → decode), typed output."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from probslot.decoders.common import check_keep
+from probslot.encoders.layers import as_hw
+from probslot.models.likelihood import MSE
+from probslot.typing import (
+    AutoencoderOutput,
+    DecoderOutput,
+    EncoderOutput,
+    SlotAttentionOutput,
+    SlotPosterior,
+)
+
+__all__ = ["SlotAutoencoder"]
+
+Grouping = SlotPosterior | SlotAttentionOutput
+
+
+class SlotAutoencoder(nn.Module):
+    """An object-centric autoencoder x → z = f_e(x) → slots (PSA/SA) → x̂ = f_d(slots) (paper §3).
+
+    Images enter exactly as datasets yield them: float (b, 3, H, W) in [0, 1], with (H, W) equal
+    to ``image_size``. Internally they are mapped to [−1, 1] (as the authors' code) for the
+    encoder, the decoder output and the likelihood; every output is mapped back to [0, 1].
+
+    Args:
+        encoder: ``module(images (b, 3, H, W)) → EncoderOutput``, attribute ``out_dim``.
+        grouping: ``module(tokens (b, n, out_dim), num_slots=None) → SlotPosterior |
+            SlotAttentionOutput``, attribute ``slot_dim``.
+        decoder: ``module(slots (b, k, slot_dim), keep=None) → DecoderOutput``, attribute
+            ``image_size``.
+        num_slots: default number of slots K (override per call).
+        likelihood: module with ``nll(recon, target) → scalar`` in [−1, 1] space (default `MSE`).
+        image_size: (H, W) the model accepts; default the decoder's ``image_size``.
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        grouping: nn.Module,
+        decoder: nn.Module,
+        num_slots: int,
+        likelihood: nn.Module | None = None,
+        image_size: int | Sequence[int] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
+            raise ValueError(f"num_slots must be a positive int; got {num_slots!r}")
+        if image_size is None:
+            if not hasattr(decoder, "image_size"):
+                raise ValueError(
+                    "image_size is required when the decoder has no `image_size` attribute; "
+                    f"got decoder {type(decoder).__name__}"
+                )
+            image_size = decoder.image_size
+        self.image_size = as_hw(image_size, "image_size")
+        dim, gdim = getattr(encoder, "out_dim", None), getattr(grouping, "dim", None)
+        if dim is not None and gdim is not None and dim != gdim:
+            raise ValueError(
+                f"the grouping expects tokens of size {gdim} but the encoder gives out_dim={dim}; "
+                "build them with the same size"
+            )
+        sdim, ddim = getattr(grouping, "slot_dim", None), getattr(decoder, "slot_dim", None)
+        if sdim is not None and ddim is not None and sdim != ddim:
+            raise ValueError(
+                f"the decoder expects slots of size {ddim} but the grouping gives slot_dim={sdim}; "
+                "build them with the same slot_dim"
+            )
+        dsize = getattr(decoder, "image_size", None)
+        if dsize is not None and tuple(dsize) != self.image_size:
+            raise ValueError(
+                f"the decoder produces images of size {tuple(dsize)} but image_size={self.image_size}"
+            )
+        self.encoder = encoder
+        self.grouping = grouping
+        self.decoder = decoder
+        self.num_slots = num_slots
+        self.likelihood = likelihood if likelihood is not None else MSE()
+
+    # -- image space ---------------------------------------------------------------------------
+    @staticmethod
+    def to_internal(images: Tensor) -> Tensor:
+        """[0, 1] → [−1, 1]."""
+        return images * 2.0 - 1.0
+
+    @staticmethod
+    def to_unit(images: Tensor) -> Tensor:
+        """[−1, 1] → [0, 1]."""
+        return (images + 1.0) * 0.5
+
+    def check_images(self, images: object) -> Tensor:
+        """Raise a ValueError/TypeError unless `images` is a float (b, 3, H, W) batch of the model's size."""
+        h, w = self.image_size
+        expected = f"(batch, 3, {h}, {w}) (3 RGB channels, values in [0, 1])"
+        if not isinstance(images, Tensor):
+            raise TypeError(
+                f"images must be a float tensor of shape {expected}; got {type(images).__name__}"
+            )
+        if not images.is_floating_point():
+            raise TypeError(
+                f"images must be a float tensor of shape {expected}; got dtype {images.dtype} "
+                "(convert uint8 images with images.float() / 255)"
+            )
+        if images.ndim != 4 or images.shape[1] != 3 or tuple(images.shape[2:]) != (h, w):
+            raise ValueError(
+                f"images must have shape {expected}; got shape {tuple(images.shape)}. "
+                "Pass RGB images resized to the model's image_size (or build the model with the "
+                "image_size of your data)."
+            )
+        return images
+
+    def _num_slots(self, num_slots: int | None) -> int:
+        if num_slots is None:
+            return self.num_slots
+        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
+            raise ValueError(f"num_slots must be a positive int or None; got {num_slots!r}")
+        return num_slots
+
+    # -- stages --------------------------------------------------------------------------------
+    def _encode(self, images: Tensor, num_slots: int | None) -> tuple[EncoderOutput, Grouping]:
+        self.check_images(images)
+        k = self._num_slots(num_slots)
+        features = self.encoder(self.to_internal(images))
+        grouping = self.grouping(features.tokens, num_slots=k)
+        return features, grouping
+
+    def encode(self, images: Tensor, num_slots: int | None = None) -> Grouping:
+        """images (b, 3, H, W) in [0, 1] → the grouping output (`SlotPosterior` for PSA)."""
+        return self._encode(images, num_slots)[1]
+
+    def _unit_output(self, out: DecoderOutput, keep: Tensor | None) -> DecoderOutput:
+        per_slot = out.per_slot
+        if per_slot is not None:
+            per_slot = self.to_unit(per_slot)
+            if keep is not None:  # skipped slots stay all-zero images, not mid-grey
+                per_slot = per_slot * keep[:, :, None, None, None]
+        return DecoderOutput(recon=self.to_unit(out.recon), masks=out.masks, per_slot=per_slot)
+
+    def decode(self, slots: Tensor, keep: Tensor | None = None) -> DecoderOutput:
+        """slots (b, k, d), keep (b, k) bool | None → DecoderOutput in [0, 1] image space."""
+        return self._unit_output(self.decoder(slots, keep=keep), keep)
+
+    @property
+    def token_grid(self) -> tuple[int, int]:
+        """(h, w) token grid of the encoder at the model's image size (N = h·w tokens)."""
+        return tuple(self.encoder.grid_size(self.image_size))
+
+    @property
+    def additive(self) -> bool:
+        """True when the decoder returns per-slot masks and images (`broadcast`, `broadcast-mlp`)."""
+        from probslot.decoders import is_additive
+
+        return is_additive(self.decoder)
+
+    def attention_masks(self, attn: Tensor, grid: tuple[int, int]) -> Tensor:
+        """(b, k, n) grouping attention → (b, k, H, W), bilinear upsampling of the (h, w) token grid.
+
+        Bilinear weights sum to 1, so the masks stay on the simplex over slots.
+        """
+        b, k, n = attn.shape
+        h, w = grid
+        assert n == h * w, f"attention covers {n} tokens but the grid is {grid}"
+        maps = attn.reshape(b, k, h, w)  # row-major token order, as the encoder flattens
+        if (h, w) == self.image_size:
+            return maps
+        return F.interpolate(maps, size=self.image_size, mode="bilinear", align_corners=False)
+
+    def forward(
+        self, images: Tensor, num_slots: int | None = None, keep: Tensor | None = None
+    ) -> AutoencoderOutput:
+        """images (b, 3, H, W) in [0, 1] → AutoencoderOutput (recon, masks, per_slot in [0, 1]).
+
+        ``keep`` (b, k) bool skips slots in the decoder (ARD pruning, paper Eq. 7); the grouping
+        still runs with all k slots, so the attention masks cover all of them.
+        """
+        self.check_images(images)
+        check_keep(keep, images.shape[0], self._num_slots(num_slots))
+        features, grouping = self._encode(images, num_slots)
+        decoded = self.decode(grouping.slots, keep=keep)
+        return AutoencoderOutput(
+            recon=decoded.recon,
+            masks=decoded.masks,
+            per_slot=decoded.per_slot,
+            grouping=grouping,
+            attn_masks=self.attention_masks(grouping.attn, features.grid),
+        )
+
+    def loss(self, images: Tensor, out: AutoencoderOutput | DecoderOutput) -> Tensor:
+        """Scalar −log p(images | slots) under the likelihood (mean per sub-pixel, [−1, 1] space)."""
+        self.check_images(images)
+        if out.recon.shape != images.shape:
+            raise ValueError(
+                f"out.recon has shape {tuple(out.recon.shape)} but images have shape "
+                f"{tuple(images.shape)}; pass the output computed from these images"
+            )
+        return self.likelihood.nll(self.to_internal(out.recon), self.to_internal(images))
+
+    @torch.no_grad()
+    def reconstruct(self, images: Tensor, num_slots: int | None = None) -> Tensor:
+        """(b, 3, H, W) reconstruction in [0, 1] without gradients (for panels)."""
+        return self(images, num_slots=num_slots).recon.clamp(0.0, 1.0)

@@ -1,0 +1,289 @@
+"""ModelConfig: a typed, validated, dict-serialisable description of a slot autoencoder + presets."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from probslot.registry import Registry, closest
+
+__all__ = ["PRESETS", "ModelConfig", "Preset", "available_presets", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named model from the paper: component names, their options, iterations and likelihood."""
+
+    name: str
+    description: str
+    grouping: str
+    decoder: str
+    likelihood: str
+    iters: int
+    encoder: str = "cnn"
+    grouping_kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+
+_PRESETS = (
+    Preset(
+        "SA",
+        "Slot Attention (Locatello et al. 2020) + additive spatial-broadcast decoder",
+        grouping="sa",
+        decoder="broadcast",
+        likelihood="dgauss",
+        iters=3,
+    ),
+    Preset(
+        "SA-NoA",
+        "Slot Attention + non-additive decoder (feature-level compositing, notes §11.5)",
+        grouping="sa",
+        decoder="noa",
+        likelihood="dgauss",
+        iters=3,
+    ),
+    Preset(
+        "PSA",
+        "PSA base, Algorithm 2 (EM on the tokens, no key/value projections) + additive decoder",
+        grouping="psa",
+        decoder="broadcast",
+        likelihood="dgauss",
+        iters=5,
+    ),
+    Preset(
+        "PSA-Proj",
+        "PSA with key/value projections, Algorithm 1 = 3 + additive decoder",
+        grouping="psa-proj",
+        decoder="broadcast",
+        likelihood="mse",
+        iters=5,
+    ),
+    Preset(
+        "PSA-NoA",
+        "PSA-Proj grouping (the paper's definition) + non-additive decoder; the authors' code "
+        "uses the base PSA here instead (notes §11.4): set grouping='psa' to match it",
+        grouping="psa-proj",
+        decoder="noa",
+        likelihood="dgauss",
+        iters=5,
+    ),
+)
+PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}
+
+
+def available_presets() -> list[str]:
+    """Names of the model presets: SA, SA-NoA, PSA, PSA-Proj, PSA-NoA."""
+    return list(PRESETS)
+
+
+def get_preset(name: str) -> Preset:
+    if not isinstance(name, str) or name not in PRESETS:
+        names = available_presets()
+        hint = closest(name, names) if isinstance(name, str) else None
+        if hint is None and isinstance(name, str):
+            hint = next((n for n in names if n.lower() == name.lower()), None)
+        suggestion = f" Did you mean {hint!r}?" if hint else ""
+        raise ValueError(
+            f"unknown model preset {name!r}.{suggestion} Available: {', '.join(names)}"
+        )
+    return PRESETS[name]
+
+
+# Options the builder fills from ModelConfig fields; giving them in a kwargs dict is an error.
+_RESERVED = {
+    "encoder": {"in_channels": "the model always takes RGB images"},
+    "grouping": {
+        "num_slots": "set ModelConfig.num_slots",
+        "dim": "it is the encoder's out_dim",
+        "slot_dim": "set ModelConfig.slot_dim",
+        "iters": "set ModelConfig.iters",
+    },
+    "decoder": {"slot_dim": "set ModelConfig.slot_dim", "image_size": "set ModelConfig.image_size"},
+    "likelihood": {},
+}
+
+
+def _registries() -> dict[str, Registry]:
+    from probslot.decoders import DECODERS
+    from probslot.encoders import ENCODERS
+    from probslot.models.likelihood import LIKELIHOODS
+    from probslot.nn import GROUPINGS
+
+    return {
+        "encoder": ENCODERS,
+        "grouping": GROUPINGS,
+        "decoder": DECODERS,
+        "likelihood": LIKELIHOODS,
+    }
+
+
+def _is_int(x: object) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _accepted_options(factory: Callable[..., Any]) -> list[str] | None:
+    """Keyword options a factory accepts, or None when it takes **kwargs (cannot check)."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return None
+    return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which slot autoencoder to build (`build_model`), validated on construction.
+
+    Either a ``preset`` (SA, SA-NoA, PSA, PSA-Proj, PSA-NoA) or explicit component names; an
+    explicit name overrides the preset's, and each ``*_kwargs`` dict is merged over the preset's.
+    Serialisable: ``ModelConfig(**dataclasses.asdict(cfg)) == cfg`` (YAML-safe: only str, int,
+    list, dict, None).
+
+    Attributes:
+        preset: preset name, or None to give every component explicitly.
+        encoder / grouping / decoder: registry names (`probslot.encoders.ENCODERS`,
+            `probslot.nn.GROUPINGS`, `probslot.decoders.DECODERS`); None = the preset's.
+        encoder_kwargs / grouping_kwargs / decoder_kwargs: options for the factories, e.g.
+            ``{"strides": [1, 2, 2, 1]}``; the encoder's ``out_dim`` defaults to ``slot_dim``.
+        image_size: H (square) or [H, W] of the images the model takes.
+        num_slots: default number of slots K.
+        slot_dim: slot size d (must equal the encoder's out_dim for the base ``psa``).
+        iters: grouping iterations T; None = the preset's (PSA 5, SA 3), else 3.
+        likelihood: ``mse`` or ``dgauss``; None = the preset's (else ``mse``).
+        likelihood_kwargs: options, e.g. ``{"autoregressive": True}`` for ``dgauss``.
+    """
+
+    preset: str | None = "PSA"
+    encoder: str | None = None
+    grouping: str | None = None
+    decoder: str | None = None
+    encoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    grouping_kwargs: dict[str, Any] = field(default_factory=dict)
+    decoder_kwargs: dict[str, Any] = field(default_factory=dict)
+    image_size: int | list[int] = 32
+    num_slots: int = 5
+    slot_dim: int = 64
+    iters: int | None = None
+    likelihood: str | None = None
+    likelihood_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            get_preset(self.preset)
+        self._normalise_image_size()
+        for name in ("num_slots", "slot_dim"):
+            value = getattr(self, name)
+            if not _is_int(value) or value < 1:
+                raise ValueError(f"ModelConfig.{name} must be a positive int; got {value!r}")
+        if self.iters is not None and (not _is_int(self.iters) or self.iters < 1):
+            raise ValueError(
+                f"ModelConfig.iters must be a positive int or None; got {self.iters!r}"
+            )
+        registries = _registries()
+        for kind, registry in registries.items():
+            name = getattr(self, kind)
+            if name is not None and not isinstance(name, str):
+                raise TypeError(
+                    f"ModelConfig.{kind} must be a registry name (str) or None; got {name!r}"
+                )
+            if name is not None:
+                registry.get(name)  # unknown name → ValueError with "did you mean"
+            kwargs = getattr(self, f"{kind}_kwargs")
+            if not isinstance(kwargs, dict) or not all(isinstance(key, str) for key in kwargs):
+                raise TypeError(
+                    f"ModelConfig.{kind}_kwargs must be a dict with str keys; got {kwargs!r}"
+                )
+            for key in kwargs:
+                if key in _RESERVED[kind]:
+                    raise ValueError(
+                        f"ModelConfig.{kind}_kwargs must not set {key!r} ({_RESERVED[kind][key]}); "
+                        f"got {kind}_kwargs={kwargs!r}"
+                    )
+        if self.preset is None:
+            missing = [k for k in ("encoder", "grouping", "decoder") if getattr(self, k) is None]
+            if missing:
+                raise ValueError(
+                    f"ModelConfig without a preset needs explicit {', '.join(missing)}; got None. "
+                    f"Set them or choose a preset from {', '.join(available_presets())}"
+                )
+        # Check option names against the resolved factories (catches typos before building).
+        resolved = self._resolved_fields()
+        for kind, registry in registries.items():
+            factory = registry.get(resolved[kind])
+            accepted = _accepted_options(factory)
+            if accepted is None:
+                continue
+            for key in resolved[f"{kind}_kwargs"]:
+                if key not in accepted:
+                    options = [a for a in accepted if a not in _RESERVED[kind]]
+                    hint = closest(key, options)
+                    suggestion = f" Did you mean {hint!r}?" if hint else ""
+                    raise ValueError(
+                        f"unknown option {key!r} for {kind} {resolved[kind]!r} in "
+                        f"ModelConfig.{kind}_kwargs.{suggestion} Accepted: {', '.join(options)}"
+                    )
+
+    def _normalise_image_size(self) -> None:
+        size = self.image_size
+        if _is_int(size):
+            if size < 1:
+                raise ValueError(f"ModelConfig.image_size must be positive; got {size}")
+            return
+        if isinstance(size, (list, tuple)) and len(size) == 2 and all(_is_int(s) for s in size):
+            if min(size) < 1:
+                raise ValueError(f"ModelConfig.image_size must be positive; got {list(size)}")
+            # Lists, not tuples, so that asdict(cfg) dumps to YAML with yaml.safe_dump.
+            object.__setattr__(self, "image_size", [int(size[0]), int(size[1])])
+            return
+        raise TypeError(
+            f"ModelConfig.image_size must be an int or a [height, width] list of ints; got {size!r}"
+        )
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        """(H, W) of the images the model takes."""
+        size = self.image_size
+        return (size, size) if isinstance(size, int) else (size[0], size[1])
+
+    def _resolved_fields(self) -> dict[str, Any]:
+        preset = PRESETS[self.preset] if self.preset is not None else None
+
+        def pick(explicit: Any, from_preset: Any, default: Any) -> Any:
+            if explicit is not None:
+                return explicit
+            return from_preset if preset is not None else default
+
+        grouping_kwargs = dict(preset.grouping_kwargs) if preset is not None else {}
+        grouping_kwargs.update(self.grouping_kwargs)
+        return {
+            "encoder": pick(self.encoder, preset and preset.encoder, None),
+            "grouping": pick(self.grouping, preset and preset.grouping, None),
+            "decoder": pick(self.decoder, preset and preset.decoder, None),
+            "likelihood": pick(self.likelihood, preset and preset.likelihood, "mse"),
+            "iters": pick(self.iters, preset and preset.iters, 3),
+            "encoder_kwargs": dict(self.encoder_kwargs),
+            "grouping_kwargs": grouping_kwargs,
+            "decoder_kwargs": dict(self.decoder_kwargs),
+            "likelihood_kwargs": dict(self.likelihood_kwargs),
+        }
+
+    def resolve(self) -> ModelConfig:
+        """The equivalent config with ``preset=None`` and every choice explicit (what gets built).
+
+        The encoder's ``out_dim`` is filled with ``slot_dim`` when the encoder accepts it and it
+        is not given, so tokens and slots have one size unless asked otherwise.
+        """
+        fields = self._resolved_fields()
+        from probslot.encoders import ENCODERS
+
+        accepted = _accepted_options(ENCODERS.get(fields["encoder"]))
+        if (accepted is None or "out_dim" in accepted) and "out_dim" not in fields[
+            "encoder_kwargs"
+        ]:
+            fields["encoder_kwargs"]["out_dim"] = self.slot_dim
+        return dataclasses.replace(self, preset=None, **fields)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (deep copy); ``ModelConfig(**cfg.to_dict()) == cfg``."""
+        return dataclasses.asdict(self)
