@@ -1,5 +1,6 @@
 """probslot: identifiable object-centric learning with Probabilistic Slot Attention."""
 
+from probslot.io import load_model
 from probslot.typing import (
     AutoencoderOutput,
     DecoderOutput,
@@ -17,4 +18,5 @@ __all__ = [
     "SlotAttentionOutput",
     "SlotPosterior",
     "__version__",
+    "load_model",
 ]

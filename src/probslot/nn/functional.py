@@ -121,6 +121,7 @@ def em_step(
     center: bool = True,
     keys_sq: Tensor | None = None,
     values_sq: Tensor | None = None,
+    temperature: float = 1.0,
 ) -> EMStep:
     """One EM iteration of Probabilistic Slot Attention (paper Alg. 1, Eq. 5), memory-lean.
 
@@ -145,6 +146,10 @@ def em_step(
                     move any slot and do not count in N_real; their keys/values may be garbage.
         min_var:    floor on variances (see `DEFAULT_MIN_VAR`).
         variance:   "mle" (paper) or "map" (authors' code).
+        temperature: tempered E-step A_nk ∝ (π_k N(k_n; m_k, σ_k²))^{1/T} (deterministic
+                    annealing, Ueda & Nakano 1998); T = 1 (default) is the paper's EM. T > 1
+                    softens responsibilities, which keeps one slot from claiming every token
+                    early in training (see `ProbabilisticSlotAttention`).
         prev_mu:    (b, k, d_v) previous means; required for ``variance="map"``.
         center:     shift the values by their per-image mean before the variance matmuls (see
                     below). Pass False only for values that are already centred (e.g. by
@@ -227,6 +232,8 @@ def em_step(
         # softmax (max-shifted, then divided by its sum) rather than exp(x - logsumexp(x)): with
         # tight variances log_joint reaches 1e5 and the subtraction alone loses ~1e-3 in float32,
         # while the division keeps every token's responsibilities on the simplex to rounding
+        if temperature != 1.0:
+            log_joint = log_joint / temperature
         attn = torch.softmax(log_joint, dim=1)  # (b, k, n), over slots
         if mask is not None:
             attn = attn.masked_fill(~mask.unsqueeze(1), 0.0)

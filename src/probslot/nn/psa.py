@@ -73,6 +73,7 @@ class ProbabilisticSlotAttention(nn.Module):
     * ``proj_init="em"`` (default): W_q = I and W_v = W_k (orthogonal), so the untrained module
       is exact EM on W_k z (paper App. E); ``"torch"`` keeps PyTorch's Linear init, which makes
       the first E-steps collapse onto one slot (see `_init_projections_as_em`).
+    * ``temperature``: tempered E-step (π N)^{1/T} (deterministic annealing); 1 is the paper.
 
     Args:
         num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
@@ -98,6 +99,7 @@ class ProbabilisticSlotAttention(nn.Module):
         norm_slots: bool = False,
         mlp_hidden: int | None = None,
         proj_init: ProjInit = "em",
+        temperature: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
@@ -108,6 +110,13 @@ class ProbabilisticSlotAttention(nn.Module):
         _check_choice("variance", variance, ("mle", "map"))
         _check_choice("init", init, ("learned", "standard"))
         _check_choice("proj_init", proj_init, ("em", "torch"))
+        if not (
+            isinstance(temperature, (int, float))
+            and not isinstance(temperature, bool)
+            and temperature > 0
+        ):
+            raise ValueError(f"temperature must be a positive float; got {temperature!r}")
+        self.temperature = float(temperature)
         if not (
             isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
         ):
@@ -225,6 +234,7 @@ class ProbabilisticSlotAttention(nn.Module):
                 center=False,
                 keys_sq=keys_sq,
                 values_sq=values_sq,
+                temperature=self.temperature,
             )
             new_mu = step.mu + shift
             if self.gru is not None:

@@ -15,6 +15,14 @@ from probslot.posterior.aggregate import (
 )
 from probslot.posterior.compress import CompressionReport, compress_mixture
 from probslot.posterior.mixture import GaussianMixture, load_mixture
+from probslot.posterior.pruning import (
+    DEFAULT_TAUS,
+    PruningReport,
+    TauResult,
+    prune_analysis,
+    relevance_keep,
+    slot_count_mae,
+)
 
 __all__ = [
     "AggregatePosterior",
@@ -25,4 +33,10 @@ __all__ = [
     "dirichlet_weights",
     "load_mixture",
     "model_fingerprint",
+    "DEFAULT_TAUS",
+    "PruningReport",
+    "TauResult",
+    "prune_analysis",
+    "relevance_keep",
+    "slot_count_mae",
 ]

@@ -1,0 +1,540 @@
+"""`probslot evaluate`: every metric that applies to one trained run, written to ``RUN/eval.json``.
+
+Reads a run directory (``config.yaml`` + ``model.safetensors``, via `probslot.load_model`), runs
+the model over one data split and writes:
+
+``RUN/eval.json``
+    segmentation (ARI, FG-ARI, mBO on decoder alpha masks *and* on attention masks, labelled by
+    source), reconstruction MSE (all pixels, foreground), identifiability against ground-truth
+    latents (SMCC, R², per-latent correlation) when the dataset has latents, compositional
+    contrast on a small subset, slot-count statistics from π (PSA), FID/KID when Inception
+    weights are supplied, and FID of scenes sampled from the aggregate posterior when the run
+    has ``posterior.safetensors``.
+``RUN/eval/*.png``
+    reconstructions and masks, per-slot decompositions, posterior samples, π histogram.
+
+Slots vs ground-truth latents are matched **per image by mask IoU**: the ground-truth label map
+gives one binary mask per visible object, the model gives one soft mask per slot (decoder alpha
+masks, or attention masks for non-additive decoders); a rectangular Hungarian assignment
+(`scipy.optimize.linear_sum_assignment`, maximising IoU) pairs every visible object with a
+distinct slot. The matched (object latents, slot) pairs of all images are pooled into one set of
+shape (N objects, 1, ·) so that one map is fitted for all objects (objects are exchangeable:
+latent row order is depth order, not identity) and scored with `probslot.metrics.smcc_details`
+/ `slot_r2_details` (held-out split of the objects).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import Tensor, nn
+
+from probslot import metrics as M
+from probslot.io import RunPaths, load_model, load_run_config, write_metrics
+from probslot.typing import SlotPosterior
+
+__all__ = [
+    "EVAL_FILE",
+    "EncodedSplit",
+    "EvalConfig",
+    "POSTERIOR_FILE",
+    "encode_split",
+    "evaluate_run",
+    "load_split",
+    "match_objects_to_slots",
+    "min_images_for_identifiability",
+]
+
+EVAL_FILE = "eval.json"
+POSTERIOR_FILE = "posterior.safetensors"  # as `probslot aggregate` writes it
+_TAUS = (0.01, 0.05, 0.1)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Options of `evaluate_run`.
+
+    Attributes:
+        split: data split to evaluate (``test``, ``val`` or ``train``).
+        max_images: evaluate only the first ``max_images`` images (None: the whole split).
+        batch_size: images per forward pass.
+        inception: path to Inception weights for FID/KID (see `InceptionFeatures.from_file`);
+            None skips FID/KID (a note is written instead).
+        num_panels: images shown in the panels.
+        contrast_images: images on which compositional contrast is computed (Jacobians are
+            costly: k·d Jacobian-vector products per image).
+        posterior_samples: scenes drawn from the aggregate posterior (panels and sample FID).
+        seed: seed of the sampling and of the identifiability split.
+        progress: show a progress bar.
+    """
+
+    split: str = "test"
+    max_images: int | None = None
+    batch_size: int = 32
+    inception: str | None = None
+    num_panels: int = 8
+    contrast_images: int = 8
+    posterior_samples: int = 64
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.split not in ("train", "val", "test"):
+            raise ValueError(
+                f"split must be one of train, val, test; got {self.split!r} (e.g. --split test)"
+            )
+        for name, low in (
+            ("batch_size", 1),
+            ("num_panels", 1),
+            ("contrast_images", 0),
+            ("posterior_samples", 0),
+            ("seed", 0),
+        ):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
+        if self.max_images is not None and (
+            isinstance(self.max_images, bool)
+            or not isinstance(self.max_images, int)
+            or self.max_images < 1
+        ):
+            raise ValueError(f"max_images must be a positive int or None; got {self.max_images!r}")
+        if self.inception is not None and not Path(self.inception).is_file():
+            raise FileNotFoundError(
+                f"Inception weights {self.inception!r} do not exist. Supply a TorchScript "
+                "Inception file (e.g. inception-2015-12-05.pt) with --inception PATH, or omit "
+                "--inception to skip FID/KID"
+            )
+
+
+# --------------------------------------------------------------------------- data and encoding
+def load_split(run_cfg: Any, split: str) -> Any:
+    """The dataset of `split` exactly as training built it (same seed derivation)."""
+    from probslot.data import build_datamodule
+
+    return build_datamodule(run_cfg.data).build_split(split)
+
+
+def min_images_for_identifiability(slot_dim: int, train_fraction: float = 0.8) -> int:
+    """Fewest matched objects for an affine fit b → a of `slot_dim` inputs plus 2 held-out ones."""
+    n_train_needed = slot_dim + 2
+    return max(math.ceil(n_train_needed / train_fraction), n_train_needed + 2)
+
+
+@dataclass
+class EncodedSplit:
+    """Per-image model outputs kept for dataset-level metrics (all on the CPU).
+
+    Attributes:
+        slots: (m, k, d) the slots passed to the decoder.
+        mu, var: (m, k, d) PSA slot posteriors, or None for slot attention.
+        pi: (m, k) PSA mixing weights, or None.
+    """
+
+    slots: Tensor
+    mu: Tensor | None = None
+    var: Tensor | None = None
+    pi: Tensor | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _batches(dataset: Any, m: int, batch_size: int) -> Any:
+    from probslot.data.contract import collate
+
+    for start in range(0, m, batch_size):
+        yield collate([dataset[i] for i in range(start, min(start + batch_size, m))])
+
+
+def encode_split(
+    model: nn.Module, dataset: Any, m: int, batch_size: int = 64, progress: Any = None
+) -> EncodedSplit:
+    """Run ``model.encode`` over the first `m` images of `dataset` (no decoding)."""
+    slots, mu, var, pi = [], [], [], []
+    with torch.inference_mode():
+        for batch in _batches(dataset, m, batch_size):
+            g = model.encode(batch["image"])
+            slots.append(g.slots.float().cpu())
+            if isinstance(g, SlotPosterior):
+                mu.append(g.mu.float().cpu())
+                var.append(g.var.float().cpu())
+                pi.append(g.pi.float().cpu())
+            if progress is not None:
+                progress(batch["image"].shape[0])
+    return EncodedSplit(
+        slots=torch.cat(slots),
+        mu=torch.cat(mu) if mu else None,
+        var=torch.cat(var) if var else None,
+        pi=torch.cat(pi) if pi else None,
+    )
+
+
+# --------------------------------------------------------------------------- matching to GT
+def match_objects_to_slots(
+    labels: Tensor, slot_masks: Tensor, visibility: Tensor
+) -> list[tuple[int, int, int]]:
+    """Pair ground-truth objects with slots per image by maximal mask IoU (rectangular Hungarian).
+
+    Args:
+        labels: (b, H, W) int ground-truth label maps; label j ≥ 1 is latent row j − 1.
+        slot_masks: (b, k, H, W) soft slot masks (decoder alpha or attention), summing to 1 over k.
+        visibility: (b, max_objects) bool, objects that own at least one pixel.
+
+    Returns:
+        ``(image, latent_row, slot)`` triples for every visible object (one distinct slot each
+        while slots last).
+    """
+    b, k = slot_masks.shape[:2]
+    n_obj = visibility.shape[1]
+    onehot = torch.stack([(labels == j + 1) for j in range(n_obj)], dim=1).double()  # (b, M, H, W)
+    soft = slot_masks.double().flatten(2)  # (b, k, HW)
+    obj = onehot.flatten(2)  # (b, M, HW)
+    inter = obj @ soft.transpose(1, 2)  # (b, M, k)
+    union = obj.sum(-1, keepdim=True) + soft.sum(-1).unsqueeze(1) - inter
+    iou = (inter / union.clamp_min(1e-8)).numpy()
+    vis = visibility.numpy() & (obj.sum(-1) > 0).numpy()
+    pairs = []
+    for i in range(b):
+        rows = np.flatnonzero(vis[i])
+        if rows.size == 0:
+            continue
+        r, c = linear_sum_assignment(iou[i, rows], maximize=True)
+        pairs.extend((i, int(rows[a]), int(s)) for a, s in zip(r, c, strict=True))
+    return pairs
+
+
+# --------------------------------------------------------------------------- helpers
+def _float(x: Any) -> float | None:
+    value = float(x)
+    return value if math.isfinite(value) else None
+
+
+def _slot_masks(out: Any) -> dict[str, Tensor]:
+    """{'decoder': (b, k, H, W), 'attention': (b, k, H, W)} — decoder only for additive decoders."""
+    sources = {"attention": out.attn_masks}
+    if out.masks is not None:
+        sources = {"decoder": out.masks[:, :, 0], **sources}
+    return sources
+
+
+class _Progress:
+    """A rich progress bar (or nothing) over a known number of images."""
+
+    def __init__(self, enabled: bool, description: str, total: int) -> None:
+        self.enabled, self.description, self.total = enabled, description, total
+        self._bar = None
+
+    def __enter__(self) -> _Progress:
+        if self.enabled:
+            from rich.progress import Progress
+
+            self._bar = Progress(transient=False)
+            self._bar.start()
+            self._task = self._bar.add_task(self.description, total=self.total)
+        return self
+
+    def task(self, description: str, total: int) -> None:
+        if self._bar is not None:
+            self._task = self._bar.add_task(description, total=total)
+
+    def __call__(self, n: int) -> None:
+        if self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+
+# --------------------------------------------------------------------------- the command
+def evaluate_run(
+    run_dir: str | os.PathLike[str],
+    config: EvalConfig | None = None,
+    *,
+    extractor: M.FeatureExtractor | None = None,
+) -> dict[str, Any]:
+    """Evaluate one run on one split; write ``RUN/eval.json`` and ``RUN/eval/*.png``.
+
+    Args:
+        run_dir: a run directory written by `probslot train` / `probslot demo`.
+        config: options (`EvalConfig`); defaults evaluate the whole test split.
+        extractor: a feature extractor for FID/KID (overrides ``config.inception``; tests use a
+            small self-contained one).
+
+    Returns:
+        The dictionary written to ``eval.json``.
+
+    Raises:
+        FileNotFoundError: missing run directory, config, weights or Inception file.
+        ValueError: the split has fewer images than asked for, or fewer than identifiability
+            needs (the message names the minimum and the override that fixes it).
+    """
+    cfg = config or EvalConfig()
+    paths = RunPaths(Path(run_dir))
+    run_cfg = load_run_config(paths.root)  # FileNotFoundError with the fix
+    model = load_model(paths.root)
+    dataset = load_split(run_cfg, cfg.split)
+    size = len(dataset)
+    if cfg.max_images is not None and cfg.max_images > size:
+        raise ValueError(
+            f"max_images={cfg.max_images} asks for more images than the {cfg.split!r} split "
+            f"holds ({size}); pass max_images <= {size} or enlarge the split "
+            f"(data.num_{cfg.split}=...)"
+        )
+    m = cfg.max_images or size
+    if m < 1:
+        raise ValueError(
+            f"the {cfg.split!r} split of {paths.root} is empty; train with data.num_{cfg.split} > 0"
+        )
+    first = dataset[0]
+    if not isinstance(first, dict) or "image" not in first:
+        keys = sorted(first) if isinstance(first, dict) else type(first).__name__
+        raise ValueError(
+            f"evaluate needs an image dataset whose items hold 'image' (3, H, W); the "
+            f"{run_cfg.data.name!r} dataset gives {keys}"
+        )
+    has_masks = "mask" in first
+    has_latents = "latents" in first and has_masks  # objects are matched to slots by mask
+    slot_dim = int(getattr(model.grouping, "slot_dim", run_cfg.model.slot_dim))
+    need = min_images_for_identifiability(slot_dim)
+    if has_latents and m < need:
+        raise ValueError(
+            f"identifiability against ground-truth latents fits an affine map from {slot_dim}-d "
+            f"slots, which needs at least {need} images (at least one object each); the "
+            f"{cfg.split!r} split gives {m}. Evaluate more images (data.num_{cfg.split}, "
+            "--max_images)"
+        )
+    extractor = extractor or (
+        M.InceptionFeatures.from_file(cfg.inception) if cfg.inception else None
+    )
+    posterior_path = paths.root / POSTERIOR_FILE
+
+    ari_metrics: dict[str, dict[str, Any]] = {}
+    mse_all, mse_fg = M.MSEMetric(), M.MSEMetric(foreground_only=True)
+    slots, pis, counts, gen_real, gen_recon = [], [], [], [], []
+    obj_latents, obj_slots = [], []
+    panels: dict[str, Tensor] = {}
+    torch.manual_seed(cfg.seed)
+    title = f"evaluate {paths.root.name} [{cfg.split}]"
+    with _Progress(cfg.progress, title, m) as bar, torch.inference_mode():
+        for batch in _batches(dataset, m, cfg.batch_size):
+            images, labels = batch["image"], batch.get("mask")
+            out = model(images)
+            recon = out.recon.clamp(0, 1)
+            mse_all.update(recon, images)
+            masks = _slot_masks(out)
+            if labels is not None:
+                mse_fg.update(recon, images, labels)
+            for source, mk in masks.items() if labels is not None else ():
+                pred = M.masks_to_labels(mk)
+                entry = ari_metrics.setdefault(
+                    source,
+                    {
+                        "ari": M.ARIMetric(),
+                        "fg_ari": M.ARIMetric(foreground_only=True),
+                        "mbo": M.MBOMetric(),
+                    },
+                )
+                for metric in entry.values():
+                    metric.update(pred, labels)
+            g = out.grouping
+            slots.append(g.slots.float())
+            counts.append(batch["num_objects"])
+            if isinstance(g, SlotPosterior):
+                pis.append(g.pi.float())
+            if has_latents:
+                source = "decoder" if "decoder" in masks else "attention"
+                pairs = match_objects_to_slots(labels, masks[source], batch["visibility"])
+                for i, row, s in pairs:
+                    obj_latents.append(batch["latents"][i, row])
+                    obj_slots.append(g.slots[i, s].float())
+            if extractor is not None:
+                gen_real.append(images)
+                gen_recon.append(recon)
+            if not panels:
+                n = min(cfg.num_panels, images.shape[0])
+                panels = {
+                    "images": images[:n],
+                    "recon": recon[:n],
+                    "labels": labels[:n]
+                    if labels is not None
+                    else torch.zeros_like(images[:n, 0]).long(),
+                    **{f"masks_{s}": v[:n] for s, v in masks.items()},
+                }
+                if out.per_slot is not None:
+                    panels["per_slot"] = out.per_slot[:n].clamp(0, 1)
+                if out.masks is not None:
+                    panels["alpha"] = out.masks[:n]
+            bar(images.shape[0])
+
+    slots_all = torch.cat(slots)  # (m, k, d)
+    result: dict[str, Any] = {
+        "run": str(paths.root),
+        "split": cfg.split,
+        "num_images": m,
+        "num_slots": int(slots_all.shape[1]),
+        "slot_dim": int(slots_all.shape[2]),
+        "grouping": "psa" if pis else "sa",
+        "decoder_additive": "decoder" in ari_metrics,
+        "notes": [],
+    }
+    result["segmentation"] = {
+        source: {name: _float(metric.compute()) for name, metric in entry.items()}
+        for source, entry in ari_metrics.items()
+    }
+    if not has_masks:
+        result["notes"].append(
+            "segmentation and foreground MSE: not computed (the dataset has no ground-truth masks)"
+        )
+    elif "decoder" not in ari_metrics:
+        result["notes"].append(
+            "decoder alpha masks: not computed (non-additive decoder has no per-slot masks); "
+            "segmentation uses attention masks only"
+        )
+    result["reconstruction"] = {
+        "mse": _float(mse_all.compute()),
+        "fg_mse": _float(mse_fg.compute()) if has_masks else None,
+    }
+
+    # identifiability against ground-truth latents
+    if has_latents:
+        latent_names = list(getattr(dataset, "latent_names", []))
+        target = torch.stack(obj_latents)[:, None, :].double()  # (N, 1, F)
+        pred = torch.stack(obj_slots)[:, None, :].double()  # (N, 1, d)
+        if target.shape[0] < need:
+            raise ValueError(
+                f"only {target.shape[0]} objects were visible in {m} images; the affine fit "
+                f"from {slot_dim}-d slots needs at least {need}. Evaluate more images "
+                f"(data.num_{cfg.split}, --max_images)"
+            )
+        ident = {
+            "num_objects": int(target.shape[0]),
+            "matching": "mask-iou-hungarian",
+            "mask_source": "decoder" if "decoder" in ari_metrics else "attention",
+        }
+        res = M.smcc_details(target, pred, transform="affine", chance=True, seed=cfg.seed)
+        ident["smcc"] = _float(res.score)
+        ident["smcc_chance"] = _float(res.chance) if res.chance is not None else None
+        ident["smcc_adjusted"] = _float(res.adjusted) if res.adjusted is not None else None
+        per_dim = res.per_dim[0].tolist()
+        ident["per_latent_corr"] = {
+            (latent_names[j] if j < len(latent_names) else f"z{j}"): _float(v)
+            for j, v in enumerate(per_dim)
+        }
+        ident["r2_affine"] = _float(M.slot_r2_details(target, pred, transform="affine").score)
+        ident["r2_krr"] = _float(M.slot_r2_details(target, pred, transform="krr").score)
+        result["identifiability_gt"] = ident
+    else:
+        result["notes"].append(
+            "identifiability vs ground truth: not computed (the dataset has no latents or masks)"
+        )
+
+    # compositional contrast (paper Def. 1) on a small subset
+    if cfg.contrast_images > 0:
+        sub = slots_all[: cfg.contrast_images].detach().clone()
+
+        def decoder_fn(s: Tensor) -> Tensor:
+            return model.decode(s[None]).recon.flatten()
+
+        cc = M.compositional_contrast(decoder_fn, sub).detach()
+        pixels = 3 * math.prod(model.image_size)
+        result["compositional_contrast"] = {
+            "mean": _float(cc.mean()),
+            "std": _float(cc.std()) if cc.numel() > 1 else 0.0,
+            "mean_per_pixel": _float(cc.mean() / pixels),
+            "num_images": int(cc.numel()),
+        }
+
+    # slot counts from π (PSA, paper Eq. 7 / App. H)
+    if pis:
+        pi = torch.cat(pis)
+        objects = torch.cat(counts).double()
+        stats: dict[str, Any] = {}
+        for tau in _TAUS:
+            active = (pi > tau).sum(-1).double()
+            stats[f"tau={tau}"] = {
+                "mean_active": _float(active.mean()),
+                "mae_vs_objects": _float((active - objects).abs().mean()),
+                "mae_vs_objects_plus_background": _float((active - objects - 1).abs().mean()),
+            }
+        result["slot_counts"] = {
+            "mean_objects": _float(objects.mean()),
+            "pi_sorted_mean": [_float(v) for v in pi.sort(-1, descending=True)[0].mean(0)],
+            "thresholds": stats,
+        }
+        panels["pi"] = pi
+    else:
+        result["notes"].append("slot counts: not computed (slot attention has no mixing weights π)")
+
+    # aggregate posterior samples
+    samples = None
+    if posterior_path.is_file() and cfg.posterior_samples > 0:
+        from probslot.posterior import AggregatePosterior
+
+        q = AggregatePosterior.load(posterior_path)
+        gen = torch.Generator().manual_seed(cfg.seed)
+        z = q.sample_scenes(cfg.posterior_samples, num_slots=result["num_slots"], generator=gen)
+        with torch.inference_mode():
+            samples = torch.cat(
+                [
+                    model.decode(z[i : i + cfg.batch_size].float()).recon.clamp(0, 1)
+                    for i in range(0, z.shape[0], cfg.batch_size)
+                ]
+            )
+        panels["samples"] = samples[: max(cfg.num_panels, 8)]
+        result["posterior"] = {"file": str(posterior_path), "samples": int(samples.shape[0])}
+    else:
+        result["notes"].append(
+            f"aggregate-posterior samples: not computed (no {POSTERIOR_FILE}; run "
+            f"`probslot aggregate --run_dir {paths.root}` first)"
+        )
+
+    # FID / KID
+    if extractor is not None:
+        real = M.extract_features(extractor, torch.cat(gen_real))
+        rec = M.extract_features(extractor, torch.cat(gen_recon))
+        gen_res: dict[str, Any] = {
+            "rfid": _float(M.frechet_distance(real, rec)),
+            "rkid": _float(M.kernel_inception_distance(real, rec).mean),
+        }
+        if samples is not None:
+            fake = M.extract_features(extractor, samples)
+            gen_res["cfid"] = _float(M.frechet_distance(real, fake))
+            gen_res["ckid"] = _float(M.kernel_inception_distance(real, fake).mean)
+        result["generation"] = gen_res
+    else:
+        result["notes"].append(
+            "FID/KID: skipped (pass --inception PATH to a TorchScript Inception file)"
+        )
+
+    from probslot.reports.figures import write_eval_panels
+
+    figures = write_eval_panels(panels, paths.root / "eval")
+    result["figures"] = {name: str(p.relative_to(paths.root)) for name, p in figures.items()}
+    result["config"] = asdict(cfg)
+    write_metrics(paths.root / EVAL_FILE, result)
+    return result
+
+
+def summary_lines(result: dict[str, Any]) -> Sequence[str]:
+    """Short human-readable lines of an eval.json dict (for the CLI)."""
+    lines = []
+    for source, vals in result.get("segmentation", {}).items():
+        figs = ", ".join(f"{k}={v:.4f}" for k, v in vals.items() if v is not None)
+        lines.append(f"{source} masks: {figs}")
+    rec = result.get("reconstruction", {})
+    lines.append(", ".join(f"{k}={v:.5f}" for k, v in rec.items() if v is not None))
+    ident = result.get("identifiability_gt")
+    if ident:
+        figs = ", ".join(
+            f"{k}={ident[k]:.4f}" for k in ("smcc", "r2_affine") if ident.get(k) is not None
+        )
+        lines.append(f"vs ground-truth latents: {figs}")
+    return lines

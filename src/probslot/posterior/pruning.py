@@ -1,0 +1,585 @@
+"""Automatic relevance determination (ARD, paper Eq. 7): keep slots with π_k > τ, decode only those.
+
+PSA gives every slot a mixing weight π_k = (1/N) Σ_n A_nk, the share of the image's tokens it
+explains. A slot that explains nothing has π_k ≈ 0, so the rule
+
+    s_τ = { s_k | k ∈ [K], π_k > τ },  τ ∈ [0, 1)            (paper Eq. 7)
+
+drops it, and an additive decoder then skips it entirely (no compute for pruned slots).
+`prune_analysis` measures what this buys on held-out data: the number of kept slots against the
+true number of objects, the decoder FLOPs and wall time saved, and the change in reconstruction
+MSE and FG-ARI, for a sweep of thresholds. It is a pure function of a model and a dataloader
+(no Lightning, no files); `probslot prune` (`probslot.posterior.commands.prune`) writes its
+result to a run directory. See docs/pruning.md.
+
+Axis legend: see `probslot.typing` (b batch, k slots, d slot dim, h, w image size).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+from probslot.typing import DecoderOutput, SlotPosterior, check_tau
+
+__all__ = [
+    "DEFAULT_TAUS",
+    "HEADLINE",
+    "PruningReport",
+    "TauResult",
+    "count_flops",
+    "prune_analysis",
+    "relevance_keep",
+    "slot_count_mae",
+]
+
+#: the τ sweep of `probslot prune --sweep`
+DEFAULT_TAUS: tuple[float, ...] = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3)
+
+Convention = Literal["with_background", "objects_only"]
+#: the MAE convention quoted as the headline: the background occupies a slot of its own
+HEADLINE: Convention = "with_background"
+ObjectCount = Literal["visible", "placed"]
+
+
+# ---------------------------------------------------------------------- small pure pieces
+def relevance_keep(pi: Tensor, tau: float, keep_top: bool = True) -> Tensor:
+    """(b, k) bool mask of the slots kept by ARD: π_k > τ (paper Eq. 7).
+
+    Args:
+        pi: (b, k) mixing weights of a `SlotPosterior` (rows on the simplex).
+        tau: relevance threshold in [0, 1).
+        keep_top: also keep each image's slot with the largest π, so that no image loses every
+            slot (possible once τ ≥ 1/K); decoders need at least one slot per image.
+
+    τ = 0 keeps every slot: in exact arithmetic π_k > 0, so Eq. 7 prunes nothing, but in float32
+    the weight of a slot far from every token can underflow to exactly 0 (seen in untrained
+    models); τ = 0 is "no pruning" all the same. Use a tiny τ (e.g. 1e-6) to drop such slots.
+    """
+    tau = check_tau(tau)
+    if not isinstance(pi, Tensor) or pi.ndim != 2 or not pi.is_floating_point():
+        got = tuple(pi.shape) if isinstance(pi, Tensor) else type(pi).__name__
+        raise ValueError(f"pi must be a float tensor of shape (batch, slots); got {got}")
+    if tau == 0.0:
+        return torch.ones_like(pi, dtype=torch.bool)
+    keep = pi > tau
+    if keep_top:
+        top = pi.argmax(dim=1, keepdim=True)  # (b, 1)
+        keep = keep.scatter(1, top, True)
+    return keep
+
+
+def _targets(num_objects: Tensor, convention: Convention) -> Tensor:
+    if convention == "with_background":
+        return num_objects + 1
+    if convention == "objects_only":
+        return num_objects
+    raise ValueError(f"convention must be 'with_background' or 'objects_only'; got {convention!r}")
+
+
+def slot_count_mae(
+    kept: Tensor | Sequence[int], num_objects: Tensor | Sequence[int], convention: Convention
+) -> float:
+    """Mean absolute error between kept-slot counts and the true number of slots per image.
+
+    Args:
+        kept: (b,) number of slots kept per image.
+        num_objects: (b,) number of (foreground) objects per image.
+        convention: ``"with_background"`` — the background counts as a slot, target
+            = num_objects + 1 (the headline: a spatial-broadcast decoder must give the
+            background a slot, since its masks sum to 1 at every pixel); ``"objects_only"`` —
+            target = num_objects.
+    """
+    kept_t = torch.as_tensor(kept, dtype=torch.float64).flatten()
+    obj_t = torch.as_tensor(num_objects, dtype=torch.float64).flatten()
+    if kept_t.shape != obj_t.shape or kept_t.numel() == 0:
+        raise ValueError(
+            f"kept and num_objects must be non-empty and of equal length; got {kept_t.numel()} "
+            f"and {obj_t.numel()}"
+        )
+    return float((kept_t - _targets(obj_t, convention)).abs().mean())
+
+
+def count_flops(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
+    """(fn(*args, **kwargs), FLOPs counted by `torch.utils.flop_counter.FlopCounterMode`).
+
+    FlopCounterMode counts matrix multiplications and convolutions (2 FLOPs per multiply-add);
+    element-wise work (activations, softmax, additions) is not counted.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter:
+        out = fn(*args, **kwargs)
+    return out, int(counter.get_total_flops())
+
+
+# ---------------------------------------------------------------------- report types
+@dataclass(frozen=True)
+class TauResult:
+    """ARD at one threshold τ, averaged over the evaluated images.
+
+    Attributes:
+        tau: the threshold.
+        mean_kept: mean number of kept slots per image (of K).
+        mae_with_background: MAE of kept slots vs num_objects + 1 (headline convention).
+        mae_objects_only: MAE of kept slots vs num_objects.
+        exact_with_background: fraction of images whose kept count equals num_objects + 1.
+        decoder_flops: decoder FLOPs per image with pruning.
+        decoder_flops_saved: 1 − decoder FLOPs / decoder FLOPs without pruning.
+        model_flops_saved: decoder FLOPs saved / FLOPs of the whole model (encoder + grouping +
+            full decoder).
+        decoder_seconds: decoder wall time per image (best of the timing repeats).
+        decoder_time_saved: 1 − decoder time / decoder time without pruning.
+        mse: reconstruction MSE in [0, 1] image space (mean over images).
+        mse_change_pct: 100 · (mse / mse without pruning − 1); positive = worse.
+        fg_ari: FG-ARI of the (pruned) decoder masks, or of the attention restricted to the kept
+            slots for non-additive decoders; NaN without ground-truth masks.
+        fg_ari_change: fg_ari − fg_ari without pruning (absolute).
+    """
+
+    tau: float
+    mean_kept: float
+    mae_with_background: float
+    mae_objects_only: float
+    exact_with_background: float
+    decoder_flops: float
+    decoder_flops_saved: float
+    model_flops_saved: float
+    decoder_seconds: float
+    decoder_time_saved: float
+    mse: float
+    mse_change_pct: float
+    fg_ari: float
+    fg_ari_change: float
+
+    def mae(self, convention: Convention = HEADLINE) -> float:
+        """The slot-count MAE under `convention`."""
+        return (
+            self.mae_with_background if convention == "with_background" else self.mae_objects_only
+        )
+
+
+_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    # (attribute, header, format)
+    ("tau", "τ", "{:.3f}"),
+    ("mean_kept", "kept slots", "{:.2f}"),
+    ("mae_with_background", "MAE (bg counts)", "{:.3f}"),
+    ("mae_objects_only", "MAE (objects only)", "{:.3f}"),
+    ("exact_with_background", "exact (bg counts)", "{:.1%}"),
+    ("decoder_flops_saved", "decoder FLOPs saved", "{:.1%}"),
+    ("model_flops_saved", "model FLOPs saved", "{:.1%}"),
+    ("decoder_time_saved", "decoder time saved", "{:.1%}"),
+    ("mse", "MSE", "{:.5f}"),
+    ("mse_change_pct", "ΔMSE %", "{:+.2f}"),
+    ("fg_ari", "FG-ARI", "{:.4f}"),
+    ("fg_ari_change", "ΔFG-ARI", "{:+.4f}"),
+)
+
+
+@dataclass(frozen=True)
+class PruningReport:
+    """What ARD pruning does on a dataset, for several thresholds (see `prune_analysis`).
+
+    Attributes:
+        results: one `TauResult` per τ, in the order requested.
+        num_images: images evaluated.
+        num_slots: K, slots per image before pruning.
+        additive: whether the decoder is additive (pruned slots cost no decoder compute).
+        object_count: ``"visible"`` (objects owning ≥ 1 pixel) or ``"placed"`` (`num_objects`).
+        mean_objects: mean true number of objects per image.
+        baseline_mse, baseline_fg_ari: figures without pruning.
+        decoder_flops, model_flops: FLOPs per image without pruning (decoder; whole model).
+        decoder_seconds: decoder wall time per image without pruning.
+        pi_sorted_mean: (K,) mean of each image's π sorted in decreasing order.
+        pi_quantiles: quantiles (keys "0.01" … "0.99") of all π values.
+        pi_histogram: counts of π in `pi_bins` (edges, len(counts) + 1).
+        headline: the MAE convention quoted as the headline (`HEADLINE`).
+    """
+
+    results: tuple[TauResult, ...]
+    num_images: int
+    num_slots: int
+    additive: bool
+    object_count: ObjectCount
+    mean_objects: float
+    baseline_mse: float
+    baseline_fg_ari: float
+    decoder_flops: float
+    model_flops: float
+    decoder_seconds: float
+    pi_sorted_mean: tuple[float, ...]
+    pi_quantiles: dict[str, float]
+    pi_histogram: tuple[int, ...]
+    pi_bins: tuple[float, ...]
+    headline: Convention = HEADLINE
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def taus(self) -> tuple[float, ...]:
+        return tuple(r.tau for r in self.results)
+
+    def at(self, tau: float) -> TauResult:
+        """The result for threshold `tau` (must be one of `taus`)."""
+        for r in self.results:
+            if math.isclose(r.tau, tau, rel_tol=0.0, abs_tol=1e-12):
+                return r
+        raise ValueError(f"tau {tau} was not evaluated; evaluated taus: {list(self.taus)}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (NaN becomes None)."""
+
+        def clean(x: Any) -> Any:
+            if isinstance(x, float) and not math.isfinite(x):
+                return None
+            if isinstance(x, dict):
+                return {k: clean(v) for k, v in x.items()}
+            if isinstance(x, (list, tuple)):
+                return [clean(v) for v in x]
+            return x
+
+        return clean(asdict(self))
+
+    def to_markdown(self) -> str:
+        """The τ sweep as a Markdown table."""
+        head = "| " + " | ".join(h for _, h, _ in _COLUMNS) + " |"
+        rule = "|" + "|".join("---:" for _ in _COLUMNS) + "|"
+        rows = [
+            "| " + " | ".join(_fmt(getattr(r, a), f) for a, _, f in _COLUMNS) + " |"
+            for r in self.results
+        ]
+        return "\n".join([head, rule, *rows]) + "\n"
+
+    def to_csv(self) -> str:
+        """The τ sweep as CSV (one row per τ, raw values)."""
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        names = [a for a, _, _ in _COLUMNS] + ["decoder_flops", "decoder_seconds"]
+        writer.writerow(names)
+        for r in self.results:
+            writer.writerow([repr(float(getattr(r, a))) for a in names])
+        return buf.getvalue()
+
+    def summary(self, tau: float) -> str:
+        """A few lines describing the result at `tau` (headline convention first)."""
+        r = self.at(tau)
+        other = "objects_only" if self.headline == "with_background" else "with_background"
+        return "\n".join(
+            [
+                f"ARD pruning at tau={r.tau:g} on {self.num_images} images "
+                f"(K={self.num_slots}, {self.mean_objects:.2f} {self.object_count} objects/image):",
+                f"  kept slots        {r.mean_kept:.2f} / {self.num_slots}",
+                f"  slot-count MAE    {r.mae(self.headline):.3f} ({self.headline}, headline); "
+                f"{r.mae(other):.3f} ({other})",
+                f"  decoder FLOPs     {r.decoder_flops_saved:.1%} saved "
+                f"(whole model {r.model_flops_saved:.1%})",
+                f"  decoder time      {r.decoder_time_saved:.1%} saved",
+                f"  MSE               {r.mse:.5f} ({r.mse_change_pct:+.2f}% vs no pruning)",
+                f"  FG-ARI            {r.fg_ari:.4f} ({r.fg_ari_change:+.4f} vs no pruning)",
+            ]
+        )
+
+
+def _fmt(value: float, spec: str) -> str:
+    return "n/a" if isinstance(value, float) and math.isnan(value) else spec.format(value)
+
+
+# ---------------------------------------------------------------------- the analysis
+def _check_taus(taus: Iterable[float]) -> tuple[float, ...]:
+    if isinstance(taus, (int, float)) and not isinstance(taus, bool):
+        taus = (taus,)
+    if isinstance(taus, (str, bytes)) or not isinstance(taus, Iterable):
+        raise TypeError(f"taus must be a sequence of numbers in [0, 1); got {taus!r}")
+    out = tuple(check_tau(t) for t in taus)
+    if not out:
+        raise ValueError("taus must hold at least one threshold in [0, 1); got an empty sequence")
+    if len(set(out)) != len(out):
+        raise ValueError(f"taus must be distinct; got {list(out)}")
+    return out
+
+
+def _batch_fields(batch: object, object_count: ObjectCount) -> tuple[Tensor, Tensor, Tensor | None]:
+    if not isinstance(batch, Mapping) or "image" not in batch or "num_objects" not in batch:
+        got = sorted(batch) if isinstance(batch, Mapping) else type(batch).__name__
+        raise ValueError(
+            "prune_analysis needs dict batches with 'image' (b, 3, H, W) and 'num_objects' (b,) "
+            f"(and 'mask' (b, H, W) for FG-ARI), as probslot datasets yield; got {got}"
+        )
+    images = batch["image"]
+    if object_count == "visible" and "visibility" in batch:
+        objects = batch["visibility"].sum(dim=1)  # (b,) objects owning at least one pixel
+    else:
+        objects = torch.as_tensor(batch["num_objects"])
+    mask = batch.get("mask")
+    return images, objects.long(), mask
+
+
+def _labels(out: DecoderOutput, attn_masks: Tensor, keep: Tensor | None) -> Tensor:
+    """(b, H, W) predicted labels: decoder masks, else attention restricted to kept slots."""
+    from probslot.metrics.segmentation import masks_to_labels
+
+    if out.masks is not None:
+        return masks_to_labels(out.masks)
+    maps = attn_masks
+    if keep is not None:
+        maps = maps.masked_fill(~keep[:, :, None, None], float("-inf"))
+    return masks_to_labels(maps)
+
+
+def _time_decode(model: nn.Module, slots: Tensor, keep: Tensor | None, repeats: int) -> float:
+    sync = torch.cuda.synchronize if slots.is_cuda else (lambda: None)
+    best = math.inf
+    for _ in range(repeats):
+        sync()
+        start = time.perf_counter()
+        model.decode(slots, keep=keep)
+        sync()  # CUDA kernels run asynchronously: time their completion
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+@torch.inference_mode()
+def prune_analysis(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Tensor]],
+    taus: Sequence[float] = DEFAULT_TAUS,
+    max_images: int | None = None,
+    object_count: ObjectCount = "visible",
+    keep_top: bool = True,
+    timing_repeats: int = 3,
+    progress: bool = False,
+) -> PruningReport:
+    """Measure ARD pruning (paper Eq. 7) of a PSA `model` on held-out `loader` for each τ.
+
+    Each batch is encoded once; the slots are decoded once with all K slots (the baseline) and
+    once per τ with ``keep = relevance_keep(π, τ)``, so only the decoder's work changes.
+
+    Args:
+        model: a `SlotAutoencoder` whose grouping returns a `SlotPosterior` (PSA).
+        loader: dict batches with ``image`` (b, 3, H, W) in [0, 1], ``num_objects`` (b,), and
+            optionally ``mask`` (b, H, W) (FG-ARI) and ``visibility`` (b, max_objects).
+        taus: thresholds in [0, 1), distinct.
+        max_images: stop after this many images (None = the whole loader).
+        object_count: ``"visible"`` counts objects that own at least one pixel (needs
+            ``visibility``; falls back to ``num_objects``), ``"placed"`` uses ``num_objects``.
+        keep_top: always keep each image's largest-π slot (see `relevance_keep`).
+        timing_repeats: decoder calls timed per batch and τ; the fastest counts.
+        progress: print one line per 10 batches.
+
+    Returns:
+        a `PruningReport`. FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`
+        (matmuls and convolutions) on every batch; wall time is the best of `timing_repeats`
+        decoder calls per batch, interleaved over τ so that machine load affects all alike.
+    """
+    # metrics import torchmetrics (slow): only when the analysis runs, not with the CLI
+    from probslot.metrics.reconstruction import mse as mse_per_image
+    from probslot.metrics.segmentation import fg_ari
+    from probslot.nn import ProbabilisticSlotAttention
+
+    grouping = getattr(model, "grouping", None)
+    if not isinstance(grouping, ProbabilisticSlotAttention):
+        raise TypeError(
+            "ARD pruning needs a PSA model (a SlotAutoencoder whose grouping is "
+            "ProbabilisticSlotAttention, which gives slot weights pi); got "
+            f"{type(model).__name__} with grouping {type(grouping).__name__}. Slot attention "
+            "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
+        )
+    taus = _check_taus(taus)
+    if max_images is not None and (
+        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
+    ):
+        raise ValueError(f"max_images must be a positive int or None; got {max_images!r}")
+    if object_count not in ("visible", "placed"):
+        raise ValueError(f"object_count must be 'visible' or 'placed'; got {object_count!r}")
+    if (
+        isinstance(timing_repeats, bool)
+        or not isinstance(timing_repeats, int)
+        or timing_repeats < 1
+    ):
+        raise ValueError(f"timing_repeats must be a positive int; got {timing_repeats!r}")
+
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters())).device
+    nt = len(taus)
+    # running sums (float64 on the CPU)
+    seen = 0
+    kept_sum = torch.zeros(nt, dtype=torch.float64)
+    abs_bg = torch.zeros(nt, dtype=torch.float64)
+    abs_obj = torch.zeros(nt, dtype=torch.float64)
+    exact_bg = torch.zeros(nt, dtype=torch.float64)
+    dec_flops = torch.zeros(nt, dtype=torch.float64)
+    dec_time = torch.zeros(nt, dtype=torch.float64)
+    mse_sum = torch.zeros(nt, dtype=torch.float64)
+    ari_sum = torch.zeros(nt, dtype=torch.float64)
+    ari_count = 0
+    base = {"flops": 0.0, "enc_flops": 0.0, "time": 0.0, "mse": 0.0, "ari": 0.0}
+    objects_sum = 0.0
+    all_pi: list[Tensor] = []
+    try:
+        for step, batch in enumerate(loader):
+            images, objects, gt_mask = _batch_fields(batch, object_count)
+            if max_images is not None:
+                left = max_images - seen
+                images, objects = images[:left], objects[:left]
+                gt_mask = gt_mask[:left] if gt_mask is not None else None
+            b = images.shape[0]
+            if b == 0:
+                break
+            images = images.to(device)
+            out_full, full_flops = count_flops(model, images)  # encoder + grouping + decoder
+            post = out_full.grouping
+            assert isinstance(post, SlotPosterior)
+            slots = post.slots
+            _, base_dec = count_flops(model.decode, slots)
+            base["flops"] += base_dec
+            base["enc_flops"] += full_flops - base_dec
+            base_time = _time_decode(model, slots, None, timing_repeats)
+            base["time"] += base_time * b
+            base_mse = mse_per_image(out_full.recon, images).cpu()
+            base["mse"] += float(base_mse.sum())
+            fg = None
+            if gt_mask is not None:
+                fg = (gt_mask > 0).flatten(1).any(1)  # images with foreground
+                ari_count += int(fg.sum())
+                base_dec_out = DecoderOutput(out_full.recon, out_full.masks, out_full.per_slot)
+                scores = fg_ari(_labels(base_dec_out, out_full.attn_masks, None).cpu(), gt_mask)
+                base["ari"] += float(scores[fg].sum())
+            pi = post.pi.detach().float().cpu()
+            all_pi.append(pi)
+            objects_sum += float(objects.sum())
+            for j, tau in enumerate(taus):
+                keep = relevance_keep(post.pi, tau, keep_top=keep_top)
+                if bool(keep.all()):
+                    keep_arg = None  # nothing pruned: identical to no pruning
+                    out, flops, t = None, base_dec, base_time
+                else:
+                    keep_arg = keep
+                    out, flops = count_flops(model.decode, slots, keep=keep_arg)
+                    t = _time_decode(model, slots, keep_arg, timing_repeats)
+                n_kept = keep.sum(1).cpu().double()  # (b,)
+                kept_sum[j] += n_kept.sum()
+                obj = objects.cpu().double()
+                abs_bg[j] += (n_kept - (obj + 1)).abs().sum()
+                abs_obj[j] += (n_kept - obj).abs().sum()
+                exact_bg[j] += (n_kept == obj + 1).double().sum()
+                dec_flops[j] += flops
+                dec_time[j] += t * b
+                if out is None:
+                    mse_sum[j] += float(base_mse.sum())
+                    if fg is not None:
+                        ari_sum[j] += float(scores[fg].sum())
+                else:
+                    mse_sum[j] += float(mse_per_image(out.recon, images).cpu().sum())
+                    if gt_mask is not None and fg is not None:
+                        s = fg_ari(_labels(out, out_full.attn_masks, keep_arg).cpu(), gt_mask)
+                        ari_sum[j] += float(s[fg].sum())
+            seen += b
+            if progress and step % 10 == 0:
+                print(f"prune analysis: {seen} images", flush=True)
+            if max_images is not None and seen >= max_images:
+                break
+    finally:
+        if was_training:
+            model.train()
+    if seen == 0:
+        raise ValueError("the loader yielded no images; prune_analysis needs at least one batch")
+
+    base_mse_mean = base["mse"] / seen
+    base_ari = base["ari"] / ari_count if ari_count else math.nan
+    base_flops = base["flops"] / seen
+    model_flops = (base["enc_flops"] + base["flops"]) / seen
+    base_time = base["time"] / seen
+    results = []
+    for j, tau in enumerate(taus):
+        flops = float(dec_flops[j]) / seen
+        t = float(dec_time[j]) / seen
+        m = float(mse_sum[j]) / seen
+        a = float(ari_sum[j]) / ari_count if ari_count else math.nan
+        results.append(
+            TauResult(
+                tau=tau,
+                mean_kept=float(kept_sum[j]) / seen,
+                mae_with_background=float(abs_bg[j]) / seen,
+                mae_objects_only=float(abs_obj[j]) / seen,
+                exact_with_background=float(exact_bg[j]) / seen,
+                decoder_flops=flops,
+                decoder_flops_saved=1.0 - flops / base_flops if base_flops > 0 else 0.0,
+                model_flops_saved=(base_flops - flops) / model_flops if model_flops > 0 else 0.0,
+                decoder_seconds=t,
+                decoder_time_saved=1.0 - t / base_time if base_time > 0 else 0.0,
+                mse=m,
+                mse_change_pct=100.0 * (m / base_mse_mean - 1.0) if base_mse_mean > 0 else 0.0,
+                fg_ari=a,
+                fg_ari_change=a - base_ari,
+            )
+        )
+    pis = torch.cat(all_pi)  # (m, k)
+    qs = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
+    qv = torch.quantile(pis.flatten().double(), torch.tensor(qs, dtype=torch.float64))
+    bins = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
+    hist = torch.histogram(pis.flatten().double(), bins=torch.tensor(bins, dtype=torch.float64))
+    return PruningReport(
+        results=tuple(results),
+        num_images=seen,
+        num_slots=int(pis.shape[1]),
+        additive=bool(getattr(model, "additive", False)),
+        object_count=object_count,
+        mean_objects=objects_sum / seen,
+        baseline_mse=base_mse_mean,
+        baseline_fg_ari=base_ari,
+        decoder_flops=base_flops,
+        model_flops=model_flops,
+        decoder_seconds=base_time,
+        pi_sorted_mean=tuple(pis.sort(dim=1, descending=True).values.mean(0).tolist()),
+        pi_quantiles={f"{q:g}": float(v) for q, v in zip(qs, qv)},
+        pi_histogram=tuple(int(c) for c in hist.hist.tolist()),
+        pi_bins=bins,
+    )
+
+
+def plot_sweep(report: PruningReport, path: Any) -> None:
+    """Write a PNG of the τ sweep: kept slots & MAE (left), savings and quality change (right)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    taus = [r.tau for r in report.results]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(taus, [r.mean_kept for r in report.results], "o-", label="kept slots")
+    ax1.plot(taus, [r.mae_with_background for r in report.results], "s-", label="MAE (bg counts)")
+    ax1.plot(taus, [r.mae_objects_only for r in report.results], "^--", label="MAE (objects only)")
+    ax1.axhline(report.mean_objects + 1, color="grey", ls=":", label="objects + background")
+    ax1.set_xlabel("τ")
+    ax1.set_ylabel("slots")
+    ax1.set_title(f"ARD on {report.num_images} images, K = {report.num_slots}")
+    ax1.legend(fontsize=8)
+    ax2.plot(
+        taus,
+        [100 * r.decoder_flops_saved for r in report.results],
+        "o-",
+        label="decoder FLOPs saved %",
+    )
+    ax2.plot(
+        taus,
+        [100 * r.decoder_time_saved for r in report.results],
+        "s-",
+        label="decoder time saved %",
+    )
+    ax2.plot(taus, [r.mse_change_pct for r in report.results], "^-", label="ΔMSE %")
+    ax2.plot(taus, [100 * r.fg_ari_change for r in report.results], "v-", label="ΔFG-ARI (×100)")
+    ax2.axhline(0, color="grey", lw=0.5)
+    ax2.set_xlabel("τ")
+    ax2.set_ylabel("%")
+    ax2.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=110)
+    plt.close(fig)

@@ -1,0 +1,257 @@
+"""ARD pruning (paper Eq. 7): keep masks, decoding only kept slots, FLOPs, MAE, prune_analysis."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from probslot.data import SpritesDataset, collate
+from probslot.models import ModelConfig, build_model
+from probslot.posterior.pruning import (
+    DEFAULT_TAUS,
+    PruningReport,
+    count_flops,
+    prune_analysis,
+    relevance_keep,
+    slot_count_mae,
+)
+
+B, K, D, S = 3, 4, 5, 16  # batch, slots (even, for the half-kept FLOPs test), slot dim, image side
+ENCODER = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
+DECODER = {"init_size": 4, "channels": [6, 7, 5], "kernel_size": 3}
+
+
+def tiny_model(preset: str = "PSA", **kw) -> torch.nn.Module:
+    decoder_kwargs = kw.pop("decoder_kwargs", DECODER)
+    cfg = ModelConfig(
+        preset=preset,
+        image_size=S,
+        num_slots=K,
+        slot_dim=D,
+        iters=2,
+        encoder_kwargs=dict(ENCODER),
+        decoder_kwargs=dict(decoder_kwargs),
+        **kw,
+    )
+    return build_model(cfg).eval()
+
+
+def sprite_batches(num: int = 7, batch: int = B) -> list[dict]:
+    ds = SpritesDataset(num, image_size=S, max_objects=2, seed=3)
+    items = [ds[i] for i in range(num)]
+    return [collate(items[i : i + batch]) for i in range(0, num, batch)]
+
+
+# ---------------------------------------------------------------------- keep masks
+def test_tau_zero_keeps_every_slot_even_an_underflowed_one():
+    pi = torch.tensor([[0.7, 0.2, 0.1, 1e-9], [0.25, 0.25, 0.25, 0.25], [0.6, 0.4, 0.0, 0.0]])
+    assert relevance_keep(pi, 0.0).all()
+    # a tiny τ drops the slots whose π underflowed to 0 (or is negligible)
+    assert relevance_keep(pi, 1e-6).sum().item() == 4 + 4 + 2 - 1
+
+
+def test_right_tau_removes_exactly_the_small_pi_slots():
+    pi = torch.tensor([[0.6, 0.02, 0.35, 0.03], [0.01, 0.5, 0.04, 0.45]])
+    keep = relevance_keep(pi, 0.05)
+    expected = torch.tensor([[True, False, True, False], [False, True, False, True]])
+    assert torch.equal(keep, expected)
+    # π exactly at τ is not kept (strict inequality of Eq. 7)
+    assert torch.equal(
+        relevance_keep(torch.tensor([[0.05, 0.95]]), 0.05), torch.tensor([[False, True]])
+    )
+
+
+def test_keep_top_keeps_the_largest_slot_when_tau_exceeds_every_pi():
+    pi = torch.tensor([[0.3, 0.3, 0.4], [0.2, 0.5, 0.3]])
+    keep = relevance_keep(pi, 0.6)
+    assert torch.equal(keep, torch.tensor([[False, False, True], [False, True, False]]))
+    assert not relevance_keep(pi, 0.6, keep_top=False).any()
+
+
+@pytest.mark.parametrize("tau", [-0.1, 1.0, 1.5])
+def test_tau_outside_unit_interval_is_rejected(tau):
+    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
+        relevance_keep(torch.full((2, 3), 1 / 3), tau)
+
+
+def test_tau_of_wrong_type_and_bad_pi_are_rejected():
+    with pytest.raises(ValueError, match="tau must be a number"):
+        relevance_keep(torch.full((2, 3), 1 / 3), "0.1")
+    with pytest.raises(ValueError, match=r"pi must be a float tensor of shape \(batch, slots\)"):
+        relevance_keep(torch.full((3,), 1 / 3), 0.1)
+
+
+# ---------------------------------------------------------------------- decoding with pruning
+def test_tau_zero_changes_nothing_in_the_model_output():
+    model = tiny_model()
+    images = torch.stack([SpritesDataset(B, image_size=S, seed=1)[i]["image"] for i in range(B)])
+    with torch.no_grad():
+        # PSA draws its initial slots at random, so seed both passes identically
+        torch.manual_seed(5)
+        ref = model(images)
+        keep = relevance_keep(ref.grouping.pi, 0.0)
+        assert keep.all()
+        torch.manual_seed(5)
+        out = model(images, keep=keep)
+    assert torch.equal(out.grouping.pi, ref.grouping.pi)
+    assert torch.equal(out.recon, ref.recon)
+    assert torch.equal(out.masks, ref.masks)
+    assert torch.equal(out.per_slot, ref.per_slot)
+
+
+@pytest.mark.parametrize("preset", ["PSA", "PSA-NoA"])
+def test_pruned_decoding_equals_decoding_only_the_kept_slots(preset):
+    decoder_kwargs = (
+        DECODER
+        if preset == "PSA"
+        else {"init_size": 4, "slot_channels": [6], "feature_dim": 4, "channels": [6, 7, 5]}
+    )
+    model = tiny_model(preset, decoder_kwargs=decoder_kwargs)
+    torch.manual_seed(1)
+    slots = torch.randn(B, K, D)
+    pi = torch.softmax(torch.randn(B, K) * 2, dim=1)
+    keep = relevance_keep(pi, 0.2)
+    assert not keep.all() and keep.any(1).all()
+    with torch.no_grad():
+        out = model.decode(slots, keep=keep)
+        for i in range(B):
+            ref = model.decode(slots[i : i + 1, keep[i]])
+            torch.testing.assert_close(out.recon[i], ref.recon[0], rtol=1e-5, atol=1e-6)
+            if out.masks is not None:
+                torch.testing.assert_close(
+                    out.masks[i, keep[i]], ref.masks[0], rtol=1e-5, atol=1e-6
+                )
+                assert (out.masks[i, ~keep[i]] == 0).all()
+
+
+def test_keep_mask_really_reduces_additive_decoder_flops():
+    model = tiny_model()
+    slots = torch.randn(B, K, D)
+    half = torch.zeros(B, K, dtype=torch.bool)
+    half[:, : K // 2] = True
+    one = torch.zeros(B, K, dtype=torch.bool)
+    one[:, 0] = True
+    _, full = count_flops(model.decode, slots)
+    _, halved = count_flops(model.decode, slots, keep=half)
+    _, single = count_flops(model.decode, slots, keep=one)
+    assert full > halved > single > 0
+    # every counted op of the additive decoder is per slot except the position embedding
+    # (one small linear on the grid), so half the slots ≈ half the FLOPs
+    assert halved / full == pytest.approx(0.5, abs=0.02)
+    per_slot = (full - halved) / (B * K // 2)
+    assert single == pytest.approx(full - per_slot * B * (K - 1), rel=1e-6)
+
+
+# ---------------------------------------------------------------------- MAE
+def test_slot_count_mae_by_hand_both_conventions():
+    kept = [3, 2, 4, 1]
+    objects = [2, 2, 1, 0]
+    # background counts: targets 3, 3, 2, 1 → |0| + |−1| + |2| + |0| = 3 → 0.75
+    assert slot_count_mae(kept, objects, "with_background") == pytest.approx(0.75)
+    # objects only: targets 2, 2, 1, 0 → 1 + 0 + 3 + 1 = 5 → 1.25
+    assert slot_count_mae(kept, objects, "objects_only") == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="equal length"):
+        slot_count_mae([1, 2], [1], "objects_only")
+    with pytest.raises(ValueError, match="convention must be"):
+        slot_count_mae([1], [1], "bg")
+
+
+# ---------------------------------------------------------------------- prune_analysis
+def test_prune_analysis_matches_a_direct_computation():
+    model = tiny_model()
+    batches = sprite_batches()
+    pis, objects = [], []
+    torch.manual_seed(11)  # PSA's random initial slots: the analysis below redraws the same
+    with torch.no_grad():
+        for b in batches:
+            pis.append(model.encode(b["image"]).pi)
+            objects.append(b["visibility"].sum(1))
+    pi, obj = torch.cat(pis), torch.cat(objects)
+    # a τ strictly between two observed π values, so the result is not a rounding accident
+    sorted_pi = pi[pi > 1e-3].sort().values
+    tau = float((sorted_pi[3] + sorted_pi[4]) / 2)
+    torch.manual_seed(11)
+    report = prune_analysis(model, batches, taus=(0.0, tau), timing_repeats=1)
+    assert isinstance(report, PruningReport)
+    assert report.num_images == 7 and report.num_slots == K and report.additive
+    keep = relevance_keep(pi, tau)
+    kept = keep.sum(1)
+    r = report.at(tau)
+    assert r.mean_kept == pytest.approx(kept.double().mean().item())
+    assert r.mae_with_background == pytest.approx(slot_count_mae(kept, obj, "with_background"))
+    assert r.mae_objects_only == pytest.approx(slot_count_mae(kept, obj, "objects_only"))
+    assert report.mean_objects == pytest.approx(obj.double().mean().item())
+    # FLOPs saved: per-image decoder FLOPs scale with kept slots (up to the position embedding)
+    assert r.decoder_flops_saved == pytest.approx(1 - kept.sum().item() / (7 * K), abs=0.02)
+    assert 0 < r.model_flops_saved < r.decoder_flops_saved
+    # τ = 0 changes nothing
+    r0 = report.at(0.0)
+    assert r0.mean_kept == K and r0.decoder_flops_saved == 0.0 and r0.mse_change_pct == 0.0
+    assert r0.mse == report.baseline_mse and r0.fg_ari == report.baseline_fg_ari
+    assert r0.fg_ari_change == 0.0 and r0.decoder_time_saved == 0.0
+    # π statistics
+    assert len(report.pi_sorted_mean) == K
+    assert sum(report.pi_sorted_mean) == pytest.approx(1.0, abs=1e-4)
+    assert sum(report.pi_histogram) == 7 * K
+    # table, CSV and JSON views
+    assert report.to_markdown().count("\n") == 2 + 2
+    assert report.to_csv().splitlines()[0].startswith("tau,mean_kept,mae_with_background")
+    d = report.to_dict()
+    assert d["results"][1]["tau"] == tau and d["headline"] == "with_background"
+
+
+def test_prune_analysis_mse_of_pruned_model_matches_reference():
+    model = tiny_model()
+    batches = sprite_batches(num=4, batch=4)
+    tau = 0.2
+    torch.manual_seed(11)
+    report = prune_analysis(model, batches, taus=(tau,), timing_repeats=1)
+    images = batches[0]["image"]
+    torch.manual_seed(11)
+    with torch.no_grad():
+        post = model.encode(images)
+        keep = relevance_keep(post.pi, tau)
+        recon = model.decode(post.slots, keep=keep if not keep.all() else None).recon
+        base = model.decode(post.slots).recon
+    mse = (recon.double() - images.double()).square().mean().item()
+    base_mse = (base.double() - images.double()).square().mean().item()
+    assert report.baseline_mse == pytest.approx(base_mse, rel=1e-9)
+    assert report.at(tau).mse == pytest.approx(mse, rel=1e-9)
+    assert report.at(tau).mse_change_pct == pytest.approx(100 * (mse / base_mse - 1), rel=1e-6)
+
+
+def test_prune_analysis_max_images_and_summary():
+    model = tiny_model()
+    report = prune_analysis(model, sprite_batches(), taus=(0.1,), max_images=5, timing_repeats=1)
+    assert report.num_images == 5
+    text = report.summary(0.1)
+    assert "background counts" not in text and "with_background, headline" in text
+    with pytest.raises(ValueError, match=r"tau 0.3 was not evaluated; evaluated taus: \[0.1\]"):
+        report.at(0.3)
+    assert not math.isnan(report.baseline_fg_ari)
+
+
+def test_prune_analysis_rejects_slot_attention_and_bad_arguments():
+    batches = sprite_batches(num=3)
+    with pytest.raises(TypeError, match=r"ARD pruning needs a PSA model .* SlotAttention"):
+        prune_analysis(tiny_model("SA"), batches)
+    model = tiny_model()
+    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
+        prune_analysis(model, batches, taus=(0.1, 1.0))
+    with pytest.raises(ValueError, match="taus must be distinct"):
+        prune_analysis(model, batches, taus=(0.1, 0.1))
+    with pytest.raises(ValueError, match="at least one threshold"):
+        prune_analysis(model, batches, taus=())
+    with pytest.raises(ValueError, match="max_images must be a positive int"):
+        prune_analysis(model, batches, max_images=0)
+    with pytest.raises(ValueError, match=r"needs dict batches with 'image' .* got \['image'\]"):
+        prune_analysis(model, [{"image": batches[0]["image"]}])
+    with pytest.raises(ValueError, match="loader yielded no images"):
+        prune_analysis(model, [])
+
+
+def test_default_sweep_is_sorted_and_valid():
+    assert list(DEFAULT_TAUS) == sorted(DEFAULT_TAUS) and DEFAULT_TAUS[0] == 0.0
+    assert all(0 <= t < 1 for t in DEFAULT_TAUS)
