@@ -62,21 +62,50 @@ def demo(
     out: str = "runs/demo",
     config: str = "demo",
     progress: bool = True,
+    train_only: bool = False,
+    posterior_images: int = 2000,
     overrides: list[str] | None = None,
 ) -> Path:
-    """The main job: train PSA on built-in sprites on the CPU and write checkpoint, panels, metrics.
+    """The main job: train PSA on built-in sprites (CPU), then evaluate, sample, prune and report.
+
+    Steps: train (checkpoint, panels, metrics.json) → aggregate posterior on training images →
+    sample new scenes → prune slots (ARD sweep over τ) → evaluate on held-out sprites
+    (eval.json) → report.html. Every output lands in `out`; the paths are printed at the end.
 
     Args:
         out: run directory to (re)write.
         config: YAML file or preset name used for the demo.
-        progress: show a progress bar.
+        progress: show progress bars.
+        train_only: stop after training.
+        posterior_images: training images the aggregate posterior is fitted on.
         overrides: dotted overrides such as trainer.max_minutes=5.
     """
+    from probslot.evaluation.commands import evaluate as run_evaluate
+    from probslot.evaluation.commands import report as run_report
+    from probslot.posterior.commands import demo_posterior
     from probslot.training.demo import run_demo
 
     result = run_demo(out=out, config=config, overrides=overrides or [], progress=progress)
     _print_outputs(result.run_dir, result)
-    return result.run_dir
+    if train_only:
+        return result.run_dir
+    run_dir = Path(result.run_dir)
+    print("\n[2/4] aggregate posterior, scene samples and slot pruning")
+    extra = demo_posterior(run_dir, max_images=posterior_images, progress=progress)
+    print("\n[3/4] evaluation on held-out sprites")
+    eval_path = run_evaluate(str(run_dir), split="test", progress=progress)
+    print("\n[4/4] report")
+    report_path = run_report([str(run_dir)], out=str(run_dir / "report.html"))
+    print("\nprobslot demo finished. Outputs:")
+    for label, path in [
+        ("run directory", run_dir),
+        ("metrics", run_dir / "metrics.json"),
+        ("evaluation", eval_path),
+        *((name, p) for name, p in extra.items()),
+        ("report", report_path),
+    ]:
+        print(f"  {label:<14} {path}")
+    return run_dir
 
 
 def preview(
