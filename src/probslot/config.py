@@ -44,8 +44,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-#: Where the YAML presets live (the repository's ``configs/``; the package is installed editable).
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+#: Where the YAML presets live: shipped inside the package (``configs/`` at the repository root links here).
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
 
