@@ -45,7 +45,9 @@ class Registry(Generic[T]):
             names = self.available()
             hint = closest(name, names)
             suggestion = f" Did you mean {hint!r}?" if hint else ""
-            raise ValueError(f"unknown {self.kind} {name!r}.{suggestion} Available: {', '.join(names)}")
+            raise ValueError(
+                f"unknown {self.kind} {name!r}.{suggestion} Available: {', '.join(names)}"
+            )
         return self._factories[name]
 
     def build(self, name: str, **kwargs: Any) -> T:

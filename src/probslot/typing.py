@@ -33,9 +33,13 @@ __all__ = [
 def check_tau(tau: float) -> float:
     """Validate a relevance threshold τ ∈ [0, 1) (paper Eq. 7) and return it as a float."""
     if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise ValueError(f"tau must be a number in [0, 1); got {tau!r} of type {type(tau).__name__}")
+        raise ValueError(
+            f"tau must be a number in [0, 1); got {tau!r} of type {type(tau).__name__}"
+        )
     if not 0.0 <= float(tau) < 1.0:
-        raise ValueError(f"tau must be in [0, 1) (paper Eq. 7: keep slots with pi > tau); got {tau}")
+        raise ValueError(
+            f"tau must be in [0, 1) (paper Eq. 7: keep slots with pi > tau); got {tau}"
+        )
     return float(tau)
 
 

@@ -8,16 +8,35 @@ from probslot.cli import build_parser, normalise_argv
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["evaluate", "runs/a", "--split", "test"], ["evaluate", "--run_dir", "runs/a", "--split", "test"]),
+        (
+            ["evaluate", "runs/a", "--split", "test"],
+            ["evaluate", "--run_dir", "runs/a", "--split", "test"],
+        ),
         (["prune", "runs/a", "--tau=0.1"], ["prune", "--run_dir", "runs/a", "--tau=0.1"]),
-        (["evaluate", "runs/a", "--max-images", "5"], ["evaluate", "--run_dir", "runs/a", "--max_images", "5"]),
+        (
+            ["evaluate", "runs/a", "--max-images", "5"],
+            ["evaluate", "--run_dir", "runs/a", "--max_images", "5"],
+        ),
         (["evaluate", "--run_dir", "runs/a"], ["evaluate", "--run_dir", "runs/a"]),
         (
             ["compare", "r0", "r1", "r2", "--split", "val"],
-            ["compare", "--run_dirs+", "r0", "--run_dirs+", "r1", "--run_dirs+", "r2", "--split", "val"],
+            [
+                "compare",
+                "--run_dirs+",
+                "r0",
+                "--run_dirs+",
+                "r1",
+                "--run_dirs+",
+                "r2",
+                "--split",
+                "val",
+            ],
         ),
         (["report", "r0", "--out", "x.html"], ["report", "--run_dirs+", "r0", "--out", "x.html"]),
-        (["train", "--config", "demo", "model.num_slots=5"], ["train", "--config", "demo", "model.num_slots=5"]),
+        (
+            ["train", "--config", "demo", "model.num_slots=5"],
+            ["train", "--config", "demo", "model.num_slots=5"],
+        ),
         (["data", "preview", "--name", "sprites"], ["data", "preview", "--name", "sprites"]),
     ],
 )

@@ -8,7 +8,6 @@ real training API are marked ``slow``.
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -16,39 +15,10 @@ from typing import Any
 import pytest
 import torch
 
-TINY_RUN: dict[str, Any] = {
-    "data": {
-        "name": "sprites",
-        "num_train": 11,
-        "num_val": 5,
-        "num_test": 23,
-        "image_size": 16,
-        "max_objects": 2,
-        "batch_size": 7,
-    },
-    "model": {
-        "preset": "PSA",
-        "likelihood": "mse",
-        "image_size": 16,
-        "num_slots": 3,
-        "slot_dim": 5,
-        "iters": 2,
-        "encoder_kwargs": {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]},
-        "decoder_kwargs": {"channels": [4, 6], "init_size": 8, "kernel_size": 3},
-    },
-    "optim": {"lr": 0.001, "warmup_steps": 2, "ema_decay": 0.9},
-    "trainer": {"max_steps": 3, "val_every": 2, "panel_every": 2, "log_every": 1},
-}
+from tiny_runs import deep_merge as _merge  # noqa: E402
+from tiny_runs import tiny_config  # noqa: E402
 
-
-def _merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for key, value in changes.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
+TINY_RUN: dict[str, Any] = tiny_config()
 
 
 def make_run(

@@ -8,29 +8,15 @@ from pathlib import Path
 
 import pytest
 
-TINY_TRAIN = {
-    "data": {
-        "name": "sprites",
-        "num_train": 12,
-        "num_val": 3,
-        "num_test": 17,
-        "image_size": 16,
-        "max_objects": 2,
-        "batch_size": 3,
-    },
-    "model": {
-        "preset": "PSA",
-        "likelihood": "mse",
-        "image_size": 16,
-        "num_slots": 3,
-        "slot_dim": 5,
-        "iters": 2,
-        "encoder_kwargs": {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]},
-        "decoder_kwargs": {"channels": [4, 6], "init_size": 8, "kernel_size": 3},
-    },
-    "optim": {"lr": 0.001, "warmup_steps": 1, "ema_decay": 0.9},
-    "trainer": {"max_steps": 2, "val_every": 2, "panel_every": 2, "log_every": 1},
-}
+from tiny_runs import tiny_config
+
+TINY_TRAIN = tiny_config(
+    {
+        "data": {"num_train": 12, "num_val": 3, "num_test": 17, "batch_size": 3},
+        "optim": {"warmup_steps": 1},
+        "trainer": {"max_steps": 2},
+    }
+)
 
 
 @pytest.mark.slow

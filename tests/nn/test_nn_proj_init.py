@@ -60,5 +60,7 @@ def test_em_init_separates_clusters_and_prunes_the_spare_slot(variant: str) -> N
 
 
 def test_proj_init_rejects_unknown_choice() -> None:
-    with pytest.raises(ValueError, match=r"proj_init must be one of \['em', 'torch'\]; got 'xavier'"):
+    with pytest.raises(
+        ValueError, match=r"proj_init must be one of \['em', 'torch'\]; got 'xavier'"
+    ):
         ProbabilisticSlotAttention(3, 8, proj_init="xavier")

@@ -29,30 +29,14 @@ from probslot.posterior.commands import (
     sample_grid,
     split_loader,
 )
+from tiny_runs import tiny_config  # noqa: E402
 
-TINY = {
-    "data": {
-        "name": "sprites",
-        "num_train": 11,
-        "num_val": 4,
-        "num_test": 7,
-        "image_size": 16,
-        "max_objects": 2,
-        "batch_size": 3,
-    },
-    "model": {
-        "preset": "PSA",
-        "likelihood": "mse",
-        "image_size": 16,
-        "num_slots": 4,
-        "slot_dim": 5,
-        "iters": 2,
-        "encoder_kwargs": {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]},
-        "decoder_kwargs": {"channels": [6, 7], "init_size": 8, "kernel_size": 3},
-    },
-    "optim": {"lr": 0.001, "warmup_steps": 2, "ema_decay": 0.9},
-    "trainer": {"max_steps": 3, "val_every": 2, "panel_every": 2, "log_every": 1},
-}
+TINY = tiny_config(
+    {
+        "data": {"num_val": 4, "num_test": 7, "batch_size": 3},
+        "model": {"num_slots": 4, "decoder_kwargs": {"channels": [6, 7]}},
+    }
+)
 
 
 def make_run(root: Path, name: str = "tiny", **model_overrides) -> Path:
