@@ -113,18 +113,38 @@ def preview(
     out: str = "runs/preview/sprites.png",
     num: int = 16,
     seed: int = 0,
+    image_size: int | None = None,
+    min_objects: int | None = None,
+    max_objects: int | None = None,
+    background: str | None = None,
 ) -> Path:
     """Write a PNG grid of dataset samples (images and ground-truth masks).
+
+    Example: ``probslot data preview sprites --out grid.png --image_size 32``.
 
     Args:
         name: dataset name (sprites, toy2d, ...).
         out: PNG file to write.
         num: number of samples.
         seed: dataset seed.
+        image_size: image side in pixels (sprites; default: the dataset's).
+        min_objects: fewest objects per scene (sprites).
+        max_objects: most objects per scene (sprites).
+        background: background colour name, e.g. black, gray, white, random (sprites).
     """
     from probslot.data.preview import preview as data_preview
 
-    path = data_preview(name, out, num=num, seed=seed)
+    options = {
+        key: value
+        for key, value in (
+            ("image_size", image_size),
+            ("min_objects", min_objects),
+            ("max_objects", max_objects),
+            ("background", background),
+        )
+        if value is not None
+    }
+    path = data_preview(name, out, num=num, seed=seed, **options)
     print(f"preview written to {path}")
     return Path(path)
 
@@ -265,7 +285,7 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 #: leading parameters that may be given positionally: ``probslot evaluate RUN_DIR``
-_POSITIONAL = {"run_dir": "--run_dir", "run_dirs": "--run_dirs+"}
+_POSITIONAL = {"run_dir": "--run_dir", "run_dirs": "--run_dirs+", "name": "--name"}
 
 
 def normalise_argv(argv: Sequence[str]) -> list[str]:

@@ -38,6 +38,10 @@ from probslot.cli import build_parser, normalise_argv
             ["train", "--config", "demo", "model.num_slots=5"],
         ),
         (["data", "preview", "--name", "sprites"], ["data", "preview", "--name", "sprites"]),
+        (
+            ["data", "preview", "toy2d", "--out", "g.png"],
+            ["data", "preview", "--name", "toy2d", "--out", "g.png"],
+        ),
     ],
 )
 def test_normalise_argv(argv: list[str], expected: list[str]) -> None:
@@ -55,3 +59,13 @@ def test_positional_forms_parse() -> None:
 def test_two_run_dirs_for_a_single_run_command_is_an_error() -> None:
     with pytest.raises(SystemExit, match="evaluate takes one run directory; got 2"):
         normalise_argv(["evaluate", "a", "b"])
+
+
+def test_preview_positional_name_and_dataset_options(tmp_path) -> None:
+    from probslot.cli import main
+
+    out = tmp_path / "grid.png"
+    argv = ["data", "preview", "sprites", "--out", str(out), "--num", "4", "--image-size", "24"]
+    assert main(argv) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["data", "preview", "sprites", "--out", str(out), "--max_objects", "0"]) == 2
