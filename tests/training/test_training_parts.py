@@ -278,3 +278,13 @@ def test_pi_balance_is_zero_without_mixing_weights() -> None:
         attn_masks=torch.zeros(2, 5, 2, 3),
     )
     assert SlotLightningModule.pi_balance(out).item() == 0.0
+
+
+def test_progress_bar_is_labelled_by_the_step_budget() -> None:
+    from types import SimpleNamespace
+
+    from probslot.training.callbacks import StepProgressBar
+
+    bar = StepProgressBar()
+    bar._trainer = SimpleNamespace(max_steps=3000)
+    assert bar._get_train_description(1) == "Training of 3000 steps, epoch 1"

@@ -19,13 +19,14 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
 from probslot.io import atomic_write, atomic_write_bytes
 from probslot.typing import AutoencoderOutput
 
-__all__ = ["EMA", "AtomicCheckpointIO", "PanelCallback", "render_panel"]
+__all__ = ["EMA", "AtomicCheckpointIO", "PanelCallback", "StepProgressBar", "render_panel"]
 
 
 class EMA(nn.Module):
@@ -175,3 +176,12 @@ class PanelCallback(pl.Callback):
         step = trainer.global_step
         if self.every > 0 and step > 0 and step % self.every == 0 and trainer.is_global_zero:
             self.write(trainer, pl_module)
+
+
+class StepProgressBar(RichProgressBar):
+    """Rich progress bar labelled by the step budget: runs are bounded by steps, not epochs."""
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        max_steps = self.trainer.max_steps
+        budget = f" of {max_steps} steps" if max_steps and max_steps > 0 else ""
+        return f"Training{budget}, epoch {current_epoch}"

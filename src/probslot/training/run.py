@@ -12,7 +12,7 @@ from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from probslot.config import RunConfig, config_to_dict, dump_config
@@ -23,7 +23,7 @@ from probslot.io import (
     write_metrics,
     write_model_card,
 )
-from probslot.training.callbacks import AtomicCheckpointIO, PanelCallback
+from probslot.training.callbacks import AtomicCheckpointIO, PanelCallback, StepProgressBar
 from probslot.training.lit_module import SlotLightningModule
 
 __all__ = ["TrainResult", "train"]
@@ -88,7 +88,7 @@ def build_trainer(
     if t.panel_every > 0:
         callbacks.append(PanelCallback(paths.panels, t.panel_every))
     if progress:
-        callbacks.append(RichProgressBar(leave=True))
+        callbacks.append(StepProgressBar(leave=True))
     callbacks.extend(extra_callbacks or [])
     loggers = [
         TensorBoardLogger(save_dir=str(paths.logs), name="", version="tensorboard"),
