@@ -184,6 +184,8 @@ class SlotAutoencoder(nn.Module):
         self.check_images(images)
         check_keep(keep, images.shape[0], self._num_slots(num_slots))
         features, grouping = self._encode(images, num_slots)
+        if keep is None and getattr(self.grouping, "prune_tau", 0.0) > 0:
+            keep = grouping.pi > 0  # slots pruned inside EM are not decoded
         decoded = self.decode(grouping.slots, keep=keep)
         return AutoencoderOutput(
             recon=decoded.recon,

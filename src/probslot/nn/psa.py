@@ -74,6 +74,9 @@ class ProbabilisticSlotAttention(nn.Module):
       is exact EM on W_k z (paper App. E); ``"torch"`` keeps PyTorch's Linear init, which makes
       the first E-steps collapse onto one slot (see `_init_projections_as_em`).
     * ``temperature``: tempered E-step (π N)^{1/T} (deterministic annealing); 1 is the paper.
+    * ``prune_tau``: ARD inside EM: after every iteration, slots with π < prune_tau get π = 0
+      (the largest slot is always kept) and the rest are renormalised, so a pruned slot claims
+      no tokens in later iterations. 0 (default) is the paper's algorithm.
 
     Args:
         num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
@@ -100,6 +103,7 @@ class ProbabilisticSlotAttention(nn.Module):
         mlp_hidden: int | None = None,
         proj_init: ProjInit = "em",
         temperature: float = 1.0,
+        prune_tau: float = 0.0,
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
@@ -117,6 +121,13 @@ class ProbabilisticSlotAttention(nn.Module):
         ):
             raise ValueError(f"temperature must be a positive float; got {temperature!r}")
         self.temperature = float(temperature)
+        if not (
+            isinstance(prune_tau, (int, float))
+            and not isinstance(prune_tau, bool)
+            and 0.0 <= prune_tau < 1.0
+        ):
+            raise ValueError(f"prune_tau must be in [0, 1); got {prune_tau!r}")
+        self.prune_tau = float(prune_tau)
         if not (
             isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
         ):
@@ -243,8 +254,18 @@ class ProbabilisticSlotAttention(nn.Module):
                 ).reshape(b, k, self.slot_dim)  # (b*k, d) -> (b, k, d)
             if self.mlp is not None:
                 new_mu = self.mlp(new_mu)
-            mu, var = new_mu, step.var
+            mu, var, pi = new_mu, step.var, step.pi
+            if self.prune_tau > 0:
+                pi = _prune_weights(pi, self.prune_tau)
             # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
-            log_pi = step.pi.clamp_min(torch.finfo(step.pi.dtype).tiny).log()
+            log_pi = pi.clamp_min(torch.finfo(pi.dtype).tiny).log()
         assert step is not None  # iters >= 1
-        return SlotPosterior(mu=mu, var=var, pi=step.pi, attn=step.attn)
+        return SlotPosterior(mu=mu, var=var, pi=pi, attn=step.attn)
+
+
+def _prune_weights(pi: Tensor, tau: float) -> Tensor:
+    """(b, k) π with entries below τ set to 0 (never the largest one), renormalised per image."""
+    top = pi.argmax(-1, keepdim=True)  # (b, 1)
+    keep = (pi >= tau).scatter(-1, top, True)
+    pruned = pi * keep
+    return pruned / pruned.sum(-1, keepdim=True)
