@@ -288,6 +288,14 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 _POSITIONAL = {"run_dir": "--run_dir", "run_dirs": "--run_dirs+", "name": "--name"}
 
 
+def _underscore_option(arg: str) -> str:
+    """``--max-images=5`` → ``--max_images=5``; anything that is not a long option is unchanged."""
+    if not arg.startswith("--") or len(arg) == 2:
+        return arg
+    name, sep, value = arg[2:].partition("=")
+    return f"--{name.replace('-', '_')}{sep}{value}"
+
+
 def normalise_argv(argv: Sequence[str]) -> list[str]:
     """Accept the spellings people type: positional run directories and hyphenated options.
 
@@ -296,12 +304,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     tokens right after the subcommand that are not options fill its first parameter when that
     parameter is ``run_dir`` or ``run_dirs``.
     """
-    args = [
-        "--" + a[2:].split("=", 1)[0].replace("-", "_") + a[2:][len(a[2:].split("=", 1)[0]) :]
-        if a.startswith("--") and len(a) > 2
-        else a
-        for a in argv
-    ]
+    args = [_underscore_option(a) for a in argv]
     commands: Any = COMMANDS
     for i, token in enumerate(args):
         if token.startswith("-"):

@@ -68,5 +68,5 @@ def test_autoencoder_skips_slots_pruned_inside_em() -> None:
 
 
 def test_prune_tau_out_of_range_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"prune_tau must be in \[0, 1\); got 1.5"):
+    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\).*got 1.5"):
         ProbabilisticSlotAttention(3, 8, prune_tau=1.5)

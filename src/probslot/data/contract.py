@@ -18,11 +18,7 @@ visibility     bool (M,)           object owns at least one pixel of `mask`
 
 from __future__ import annotations
 
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -33,7 +29,6 @@ from probslot.registry import Registry
 __all__ = [
     "DATASETS",
     "IMAGE_KEYS",
-    "atomic_path",
     "check_image_item",
     "collate",
 ]
@@ -116,27 +111,6 @@ def check_image_item(item: Mapping[str, Any], max_objects: int, num_latents: int
         )
     if int(mask.min()) < 0 or int(mask.max()) > n:
         raise ValueError(f"mask labels must lie in [0, num_objects={n}]; got max {int(mask.max())}")
-
-
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success move it over `path` with `os.replace`.
-
-    Readers never see a half-written file: the rename is atomic on one file system.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, target)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
 
 def register_dataset(name: str) -> Callable[[type], type]:

@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from probslot.data.contract import DATASETS, atomic_path
+from probslot.data.contract import DATASETS
+from probslot.io import atomic_path
 
 __all__ = ["preview"]
 

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from probslot.data.contract import atomic_path, collate, register_dataset
+from probslot.data.contract import collate, register_dataset
+from probslot.io import atomic_path
 from probslot.registry import closest
 
 __all__ = [

@@ -16,7 +16,7 @@ from probslot.decoders.common import (
     unpack_kept,
     upsampling_stack,
 )
-from probslot.encoders.layers import SoftPositionEmbed, as_hw, as_int_tuple, make_activation
+from probslot.encoders.layers import SoftPositionEmbed, as_hw, as_int_tuple
 from probslot.typing import DecoderOutput
 
 __all__ = ["NonAdditiveDecoder"]
@@ -63,7 +63,6 @@ class NonAdditiveDecoder(nn.Module):
         self.slot_head = nn.Conv2d(slot_channels[-1], feature_dim + 1, 1)
         self.shared = upsampling_stack(feature_dim, channels, kernel_size, num_up, activation)
         self.head = nn.Conv2d(channels[-1], 3, 1)
-        make_activation(activation)
 
     def forward(self, slots: Tensor, keep: Tensor | None = None) -> DecoderOutput:
         check_slots(slots, keep, self.slot_dim)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +143,6 @@ class EncodedSplit:
     mu: Tensor | None = None
     var: Tensor | None = None
     pi: Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 def _batches(dataset: Any, m: int, batch_size: int) -> Any:
@@ -239,10 +238,6 @@ class _Progress:
             self._bar.start()
             self._task = self._bar.add_task(self.description, total=self.total)
         return self
-
-    def task(self, description: str, total: int) -> None:
-        if self._bar is not None:
-            self._task = self._bar.add_task(description, total=total)
 
     def __call__(self, n: int) -> None:
         if self._bar is not None:

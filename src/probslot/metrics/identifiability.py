@@ -185,6 +185,9 @@ def _matched(
         sorted_perm = perm.sort(-1).values.cpu().long()
         if not torch.equal(sorted_perm, torch.arange(k).expand_as(sorted_perm)):
             raise ValueError("perm must hold a permutation of 0..k-1 in every row")
+    elif slots_a.shape[1] == 1:
+        # one slot per image: the only permutation is the identity (no fit, no Hungarian loop)
+        perm = torch.zeros(slots_a.shape[:2], dtype=torch.long)
     elif match_space == "raw":
         _check_slot_pair(slots_a, slots_b, same_dim=True)
         perm = match_slots(slots_a, slots_b, cost).perm

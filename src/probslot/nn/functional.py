@@ -248,10 +248,7 @@ def em_step(
         # per-image shift c (b, 1, d_v): the mean of the real values. It removes a shared offset
         # so the one-pass variance does not cancel (see docstring). It is detached because the
         # variance does not depend on c (d/dc [Σ Â (v−c)² − (μ−c)²] = 0 as Σ_n Â_nk = 1).
-        uniform = (real * torch.ones(b, 1, n, dtype=dtype, device=keys.device)) / n_real.unsqueeze(
-            -1
-        )
-        shift = torch.bmm(uniform, values.to(dtype)).detach() if center else None  # (b, 1, d_v)
+        shift = token_mean(values.to(dtype), mask).detach() if center else None  # (b, 1, d_v)
 
         def unshift(t: Tensor) -> Tensor:
             return t if shift is None else t + shift
@@ -267,6 +264,10 @@ def em_step(
             s1c, s2 = _weighted_moments(attn, values, shift, values_sq=values_sq)  # Σ A(v−c)^1,2
             pc = prev_mu.to(dtype) if shift is None else prev_mu.to(dtype) - shift
             scatter = s2 - 2.0 * pc * s1c + nk.unsqueeze(-1) * pc.square()  # Σ A (v − μ_prev)²
+            # uniform weights over real tokens: the population moments of the values
+            uniform = (real * torch.ones(b, 1, n, dtype=dtype, device=keys.device)) / (
+                n_real.unsqueeze(-1)
+            )
             m1u, m2u = _weighted_moments(uniform, values, shift, values_sq=values_sq)
             prior = (m2u - m1u.square()).clamp_min(0.0)  # Var_n(v), population, (b, 1, d_v)
             prior = prior / num_slots ** (1.0 / values.shape[-1])

@@ -18,7 +18,7 @@ from probslot.nn.layers import (
     prepare_grouping_inputs,
     resolve_num_slots,
 )
-from probslot.typing import SlotPosterior
+from probslot.typing import SlotPosterior, check_tau
 
 __all__ = ["ProbabilisticSlotAttention"]
 
@@ -121,13 +121,7 @@ class ProbabilisticSlotAttention(nn.Module):
         ):
             raise ValueError(f"temperature must be a positive float; got {temperature!r}")
         self.temperature = float(temperature)
-        if not (
-            isinstance(prune_tau, (int, float))
-            and not isinstance(prune_tau, bool)
-            and 0.0 <= prune_tau < 1.0
-        ):
-            raise ValueError(f"prune_tau must be in [0, 1); got {prune_tau!r}")
-        self.prune_tau = float(prune_tau)
+        self.prune_tau = check_tau(prune_tau)
         if not (
             isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
         ):
@@ -182,8 +176,7 @@ class ProbabilisticSlotAttention(nn.Module):
             nn.init.eye_(self.to_q.weight)
         if isinstance(self.to_k, nn.Linear) and isinstance(self.to_v, nn.Linear):
             nn.init.orthogonal_(self.to_k.weight)
-            if self.to_v.weight.shape == self.to_k.weight.shape:
-                self.to_v.weight.copy_(self.to_k.weight)
+            self.to_v.weight.copy_(self.to_k.weight)
 
     def extra_repr(self) -> str:
         return (

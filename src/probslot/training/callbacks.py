@@ -61,8 +61,9 @@ class EMA(nn.Module):
             raise RuntimeError("EMA and model have different parameter lists")
         float_pairs = [(e, p) for e, p in zip(ema_params, params) if e.is_floating_point()]
         if float_pairs:
-            e_list, p_list = zip(*float_pairs)
-            torch._foreach_lerp_(list(e_list), [p.to(e.dtype) for e, p in float_pairs], 1.0 - decay)
+            ema_list = [e for e, _ in float_pairs]
+            model_list = [p.to(e.dtype) for e, p in float_pairs]
+            torch._foreach_lerp_(ema_list, model_list, 1.0 - decay)
         for e, b in zip(self.module.buffers(), model.buffers()):
             e.copy_(b)
         self.num_updates += 1

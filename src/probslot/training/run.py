@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from probslot.config import RunConfig, config_to_dict, dump_config
+from probslot.config import RunConfig, dump_config
 from probslot.io import (
     RunPaths,
     atomic_write_text,
@@ -190,6 +190,3 @@ def with_trainer(cfg: RunConfig, **changes: Any) -> RunConfig:
     """``cfg`` with some ``trainer`` fields replaced (validated by ``TrainerConfig``)."""
     return replace(cfg, trainer=replace(cfg.trainer, **changes))
 
-
-def describe(cfg: RunConfig) -> dict[str, Any]:
-    return config_to_dict(cfg)
