@@ -300,8 +300,9 @@ def compare_runs(
             res = M.smcc_details(a, b, transform="affine", chance=i != j, seed=cfg.seed)
             smcc[i][j] = float(res.score)
             chance[i][j] = None if res.chance is None else float(res.chance)
-            r2[i][j] = float(M.slot_r2_details(a, b, transform="affine", perm=res.perm).score)
-            r2_krr[i][j] = float(M.slot_r2_details(a, b, transform="krr", perm=res.perm).score)
+            same = {"perm": res.perm, "seed": cfg.seed}  # the SMCC's matching and split
+            r2[i][j] = float(M.slot_r2_details(a, b, transform="affine", **same).score)
+            r2_krr[i][j] = float(M.slot_r2_details(a, b, transform="krr", **same).score)
             if has_posterior:
                 agree = posterior_agreement(
                     encoded[i].mu,

@@ -423,8 +423,12 @@ def evaluate_run(
             (latent_names[j] if j < len(latent_names) else f"z{j}"): _float(v)
             for j, v in enumerate(per_dim)
         }
-        ident["r2_affine"] = _float(M.slot_r2_details(target, pred, transform="affine").score)
-        ident["r2_krr"] = _float(M.slot_r2_details(target, pred, transform="krr").score)
+        # same matching and held-out split as the SMCC above
+        same = {"perm": res.perm, "seed": cfg.seed}
+        ident["r2_affine"] = _float(
+            M.slot_r2_details(target, pred, transform="affine", **same).score
+        )
+        ident["r2_krr"] = _float(M.slot_r2_details(target, pred, transform="krr", **same).score)
         result["identifiability_gt"] = ident
     else:
         result["notes"].append(

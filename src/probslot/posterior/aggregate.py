@@ -542,9 +542,11 @@ class AggregatePosterior(GaussianMixture):
         info: dict[str, Any] = {
             "model_class": type(model).__qualname__,
             "weighting": weighting,
+            "num_images": int(mu.shape[0]),
             "num_slots": int(mu.shape[1]),
         }
-        if isinstance(model, nn.Module):
+        if isinstance(model, nn.Module) and "model_hash" not in user_metadata:
+            # a caller that already knows the weights' hash (e.g. of the exported file) passes it
             info["model_hash"] = model_fingerprint(model)
         dataset = getattr(dataloader, "dataset", None)
         if dataset is not None:

@@ -159,13 +159,6 @@ def aggregate(
     posterior = AggregatePosterior.fit(
         model, loader, max_images=max_images, progress=progress, metadata=metadata
     )
-    # fit cannot know the final count in advance; record it next to the others
-    posterior = AggregatePosterior(
-        posterior.mu,
-        posterior.var,
-        posterior.pi,
-        {**posterior.metadata, "num_images": posterior.num_images},
-    )
     path = posterior.save(paths.root / POSTERIOR_FILE)
     print(
         f"aggregate posterior of {posterior.num_images} {split} images × {posterior.num_slots} "
@@ -397,13 +390,10 @@ def demo_posterior(
     Returns:
         ``{"posterior": ..., "samples": ..., "pruning": ...}`` paths inside `run_dir`.
     """
-    from probslot.nn import ProbabilisticSlotAttention
-
     tau = check_tau(tau)
     paths = _check_run_dir(run_dir)
-    if not isinstance(
-        getattr(load_model(paths.root), "grouping", None), ProbabilisticSlotAttention
-    ):
+    # the config says which grouping the run has; no need to build the model for that
+    if load_run_config(paths.root).model.resolve().grouping == "sa":
         print(f"{paths.root}: slot attention has no posterior; skipping aggregate/sample/prune")
         return {}
     posterior = aggregate(str(paths.root), "train", max_images=max_images, progress=progress)

@@ -189,4 +189,3 @@ def train(
 def with_trainer(cfg: RunConfig, **changes: Any) -> RunConfig:
     """``cfg`` with some ``trainer`` fields replaced (validated by ``TrainerConfig``)."""
     return replace(cfg, trainer=replace(cfg.trainer, **changes))
-
