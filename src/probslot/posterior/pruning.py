@@ -434,23 +434,23 @@ def prune_analysis(
             if b == 0:
                 break
             images = images.to(device)
-            out_full, full_flops = count_flops(model, images)  # encoder + grouping + decoder
-            post = out_full.grouping
+            # encoder + grouping once, then the unpruned decode once: its output is the baseline
+            post, enc_flops = count_flops(model.encode, images)
             assert isinstance(post, SlotPosterior)
             slots = post.slots
-            _, base_dec = count_flops(model.decode, slots)
+            base_out, base_dec = count_flops(model.decode, slots)
+            attn_masks = model.attention_masks(post.attn, model.token_grid)
             base["flops"] += base_dec
-            base["enc_flops"] += full_flops - base_dec
+            base["enc_flops"] += enc_flops
             base_time = _time_decode(model, slots, None, timing_repeats)
             base["time"] += base_time * b
-            base_mse = mse_per_image(out_full.recon, images).cpu()
+            base_mse = mse_per_image(base_out.recon, images).cpu()
             base["mse"] += float(base_mse.sum())
             fg = None
             if gt_mask is not None:
                 fg = (gt_mask > 0).flatten(1).any(1)  # images with foreground
                 ari_count += int(fg.sum())
-                base_dec_out = DecoderOutput(out_full.recon, out_full.masks, out_full.per_slot)
-                scores = fg_ari(_labels(base_dec_out, out_full.attn_masks, None).cpu(), gt_mask)
+                scores = fg_ari(_labels(base_out, attn_masks, None).cpu(), gt_mask)
                 base["ari"] += float(scores[fg].sum())
             pi = post.pi.detach().float().cpu()
             all_pi.append(pi)
@@ -479,7 +479,7 @@ def prune_analysis(
                 else:
                     mse_sum[j] += float(mse_per_image(out.recon, images).cpu().sum())
                     if gt_mask is not None and fg is not None:
-                        s = fg_ari(_labels(out, out_full.attn_masks, keep_arg).cpu(), gt_mask)
+                        s = fg_ari(_labels(out, attn_masks, keep_arg).cpu(), gt_mask)
                         ari_sum[j] += float(s[fg].sum())
             seen += b
             if progress and step % 10 == 0:
