@@ -94,7 +94,7 @@ _PALETTE = np.array(
 )  # fmt: skip
 
 
-def _masks_of(out: AutoencoderOutput) -> Tensor:
+def soft_masks(out: AutoencoderOutput) -> Tensor:
     """(b, k, H, W) decoder masks, or the grouping attention for non-additive decoders."""
     if out.masks is not None:
         return out.masks[:, :, 0]
@@ -108,7 +108,7 @@ def render_panel(images: Tensor, out: AutoencoderOutput, max_rows: int = 4) -> n
     slot's attention map in grey.
     """
     b = min(images.shape[0], max_rows)
-    masks = _masks_of(out)[:b].detach().float().cpu()  # (b, k, H, W)
+    masks = soft_masks(out)[:b].detach().float().cpu()  # (b, k, H, W)
     k = masks.shape[1]
     imgs = images[:b].detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()  # b h w c
     recon = out.recon[:b].detach().float().cpu().clamp(0, 1).permute(0, 2, 3, 1).numpy()

@@ -25,7 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from probslot.config import OptimConfig
-from probslot.training.callbacks import EMA
+from probslot.training.callbacks import EMA, soft_masks
 from probslot.training.schedule import lr_factor
 from probslot.typing import AutoencoderOutput
 
@@ -57,8 +57,9 @@ def fg_ari(pred: Tensor, target: Tensor) -> Tensor:
 
 def predicted_segmentation(out: AutoencoderOutput) -> Tensor:
     """(b, H, W) argmax over slots of the decoder masks (attention maps if the decoder has none)."""
-    masks = out.masks[:, :, 0] if out.masks is not None else out.attn_masks  # (b, k, H, W)
-    return masks.argmax(1)
+    from probslot.metrics import masks_to_labels
+
+    return masks_to_labels(soft_masks(out))
 
 
 class SlotLightningModule(pl.LightningModule):
