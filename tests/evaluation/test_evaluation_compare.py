@@ -113,5 +113,5 @@ def test_bad_inputs_are_clear_errors(three_runs: list[Path], tmp_path: Path) -> 
         ValueError, match=r"asks for more images than the 'test' split holds \(23\)"
     ):
         compare_runs(three_runs[:2], tmp_path, CompareConfig(max_images=30, progress=False))
-    with pytest.raises(ValueError, match=r"needs at least 11 images; the 'test' split gives 4"):
+    with pytest.raises(ValueError, match=r"needs at least 9 images; the 'test' split gives 4"):
         compare_runs(three_runs[:2], tmp_path, CompareConfig(max_images=4, progress=False))

@@ -246,3 +246,15 @@ def test_smcc_krr_and_shared_map_and_sis_without_perm():
     assert smcc(a, b, correlation="spearman") == pytest.approx(1.0, abs=1e-6)
     res = sis(a, b, transform="affine")  # mapped matching, no perm needed
     assert res.score == pytest.approx(1.0, abs=1e-6)
+
+
+def test_min_images_is_the_exact_threshold_of_the_split() -> None:
+    from probslot.metrics import min_images, train_eval_split
+
+    for min_train, fraction in [(7, 0.8), (66, 0.8), (3, 0.5), (11, 0.9)]:
+        need = min_images(min_train, fraction)
+        train, held = train_eval_split(need, fraction, 0, min_train, "x")
+        assert len(train) >= min_train and len(held) >= 2
+        with pytest.raises(ValueError, match=rf"x needs at least {need} images"):
+            train_eval_split(need - 1, fraction, 0, min_train, "x")
+    assert min_images(7, 0.8) == 9 and min_images(66, 0.8) == 83

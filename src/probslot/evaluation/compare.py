@@ -122,12 +122,6 @@ def config_differences(configs: Sequence[Any]) -> dict[str, list[Any]]:
     }
 
 
-def _split_index(m: int, seed: int, train_fraction: float = 0.8) -> tuple[Tensor, Tensor]:
-    perm = torch.randperm(m, generator=torch.Generator().manual_seed(seed))
-    n_train = int(round(train_fraction * m))
-    return perm[:n_train], perm[n_train:]
-
-
 def posterior_agreement(
     mu_i: Tensor,
     var_i: Tensor,
@@ -153,12 +147,8 @@ def posterior_agreement(
     from probslot.posterior import AggregatePosterior
 
     m, k, d = mu_i.shape
-    train, held = _split_index(m, seed)
-    if train.numel() * k < d + 2 or held.numel() < 1:
-        raise ValueError(
-            f"the posterior affine fit needs at least {d + 2} matched train slots and one "
-            f"held-out image; got {m} images of {k} slots. Compare on more images"
-        )
+    # the SMCC's split rule: d + 2 matched train slots, i.e. ⌈(d + 2) / k⌉ train images
+    train, held = M.train_eval_split(m, 0.8, seed, math.ceil((d + 2) / k), "posterior agreement")
     mj = M.permute_slots(mu_j, perm).double()  # (m, k, d) aligned to run i's slot order
     mi = mu_i.double()
     # weight each matched pair by sqrt(π_i π_j): a slot with π ≈ 0 is no component of q(z), and
@@ -269,7 +259,7 @@ def compare_runs(
         )
     m = cfg.max_images or size
     slot_dim = configs[0].model.slot_dim
-    need = math.ceil((slot_dim + 2) / 0.8) + 2
+    need = M.min_images(slot_dim + 2)  # what the per-slot SMCC / R² split needs
     if m < need:
         raise ValueError(
             f"the per-slot affine fit from {slot_dim}-d slots needs at least {need} images; the "

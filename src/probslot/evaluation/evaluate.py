@@ -125,8 +125,7 @@ def load_split(run_cfg: Any, split: str) -> Any:
 
 def min_images_for_identifiability(slot_dim: int, train_fraction: float = 0.8) -> int:
     """Fewest matched objects for an affine fit b → a of `slot_dim` inputs plus 2 held-out ones."""
-    n_train_needed = slot_dim + 2
-    return max(math.ceil(n_train_needed / train_fraction), n_train_needed + 2)
+    return M.min_images(slot_dim + 2, train_fraction)
 
 
 @dataclass

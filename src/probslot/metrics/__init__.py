@@ -29,11 +29,13 @@ from probslot.metrics.identifiability import (
     SlotR2Result,
     SMCCResult,
     compositional_contrast,
+    min_images,
     sis,
     slot_r2,
     slot_r2_details,
     smcc,
     smcc_details,
+    train_eval_split,
 )
 from probslot.metrics.matching import (
     SlotMatching,
@@ -97,4 +99,6 @@ __all__ = [
     "slot_r2_details",
     "smcc",
     "smcc_details",
+    "min_images",
+    "train_eval_split",
 ]

@@ -128,20 +128,30 @@ class SISResult:
     perm: Tensor
 
 
-def _split(
-    m: int, train_fraction: float, seed: int | None, min_train: int, what: str
-) -> tuple[Tensor, Tensor]:
+def min_images(min_train: int, train_fraction: float = 0.8) -> int:
+    """Fewest images whose train split (⌊m·f⌋) holds `min_train` and held-out split at least 2."""
     if not 0.0 < train_fraction < 1.0:
         raise ValueError(f"train_fraction must be in (0, 1); got {train_fraction}")
+    m = min_train + 2
+    while (
+        int(math.floor(m * train_fraction)) < min_train
+        or m - int(math.floor(m * train_fraction)) < 2
+    ):
+        m += 1
+    return m
+
+
+def train_eval_split(
+    m: int, train_fraction: float, seed: int | None, min_train: int, what: str
+) -> tuple[Tensor, Tensor]:
+    """(train, held-out) image indices: a seeded permutation cut at ⌊m·train_fraction⌋.
+
+    Raises a ValueError naming `what` and the fewest images that work (`min_images`) when the
+    train split would hold fewer than `min_train` images or the held-out split fewer than 2.
+    """
+    need = min_images(min_train, train_fraction)
     n_train = int(math.floor(m * train_fraction))
-    n_eval = m - n_train
-    if n_train < min_train or n_eval < 2:
-        need = max(math.ceil(min_train / train_fraction), math.ceil(2 / (1 - train_fraction)))
-        while (
-            int(math.floor(need * train_fraction)) < min_train
-            or need - int(math.floor(need * train_fraction)) < 2
-        ):
-            need += 1
+    if m < need:
         raise ValueError(
             f"{what} needs at least {need} images (a train split of ≥ {min_train} and a held-out "
             f"split of ≥ 2 at train_fraction={train_fraction}); got m={m} images. "
@@ -339,12 +349,14 @@ def _smcc_core(
             raise ValueError(f"smcc needs at least 2 images; got m={m}")
         tr = ev = None
         if space == "mapped" and perm is None:
-            tr, _ = _split(m, train_fraction, seed, d_b + 2, "smcc matching")
+            tr, _ = train_eval_split(m, train_fraction, seed, d_b + 2, "smcc matching")
     else:
         min_train = max(
             _min_train(transform, d_b), d_b + 2 if space == "mapped" and perm is None else 0
         )
-        tr, ev = _split(m, train_fraction, seed, min_train, f"smcc(transform={transform!r})")
+        tr, ev = train_eval_split(
+            m, train_fraction, seed, min_train, f"smcc(transform={transform!r})"
+        )
     perm, b_matched = _matched(slots_a, slots_b, perm, space, match_cost, tr, refine_iters)
     a = slots_a.detach().double().transpose(0, 1)  # (k, m, d_a)
     b = b_matched.detach().double().transpose(0, 1)  # (k, m, d_b)
@@ -442,7 +454,9 @@ def slot_r2_details(
     min_train = max(
         _min_train(transform, d_b), d_b + 2 if match_space == "mapped" and perm is None else 0
     )
-    tr, ev = _split(m, train_fraction, seed, min_train, f"slot_r2(transform={transform!r})")
+    tr, ev = train_eval_split(
+        m, train_fraction, seed, min_train, f"slot_r2(transform={transform!r})"
+    )
     perm, b_matched = _matched(slots_a, slots_b, perm, match_space, match_cost, tr, refine_iters)
     a = slots_a.detach().double().transpose(0, 1)
     b = b_matched.detach().double().transpose(0, 1)
@@ -508,7 +522,7 @@ def sis(
     min_train = max(
         _min_train(transform, d), d + 2 if match_space == "mapped" and perm is None else 0
     )
-    tr, ev = _split(m, train_fraction, seed, min_train, "sis")
+    tr, ev = train_eval_split(m, train_fraction, seed, min_train, "sis")
     perm, s_matched = _matched(latents, slots, perm, match_space, match_cost, tr, refine_iters)
     z = latents.detach().double().transpose(0, 1)  # (k, m, f)
     s = s_matched.detach().double().transpose(0, 1)  # (k, m, d)
