@@ -349,9 +349,9 @@ def evaluate_run(
                 for i, row, s in pairs:
                     obj_latents.append(batch["latents"][i, row])
                     obj_slots.append(g.slots[i, s].float())
-            if extractor is not None:
-                gen_real.append(images)
-                gen_recon.append(recon)
+            if extractor is not None:  # keep features, not the images of the whole split
+                gen_real.append(M.extract_features(extractor, images))
+                gen_recon.append(M.extract_features(extractor, recon))
             if not panels:
                 n = min(cfg.num_panels, images.shape[0])
                 panels = {
@@ -496,8 +496,7 @@ def evaluate_run(
 
     # FID / KID
     if extractor is not None:
-        real = M.extract_features(extractor, torch.cat(gen_real))
-        rec = M.extract_features(extractor, torch.cat(gen_recon))
+        real, rec = torch.cat(gen_real), torch.cat(gen_recon)
         gen_res: dict[str, Any] = {
             "rfid": _float(M.frechet_distance(real, rec)),
             "rkid": _float(M.kernel_inception_distance(real, rec).mean),
