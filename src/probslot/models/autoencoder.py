@@ -126,7 +126,7 @@ class SlotAutoencoder(nn.Module):
 
     # -- stages --------------------------------------------------------------------------------
     def _encode(self, images: Tensor, num_slots: int | None) -> tuple[EncoderOutput, Grouping]:
-        self.check_images(images)
+        # the public entry points (`encode`, `forward`) have validated `images` already
         k = self._num_slots(num_slots)
         features = self.encoder(self.to_internal(images))
         grouping = self.grouping(features.tokens, num_slots=k)
@@ -134,6 +134,7 @@ class SlotAutoencoder(nn.Module):
 
     def encode(self, images: Tensor, num_slots: int | None = None) -> Grouping:
         """images (b, 3, H, W) in [0, 1] → the grouping output (`SlotPosterior` for PSA)."""
+        self.check_images(images)
         return self._encode(images, num_slots)[1]
 
     def _unit_output(self, out: DecoderOutput, keep: Tensor | None) -> DecoderOutput:

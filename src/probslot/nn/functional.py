@@ -16,11 +16,12 @@ passed in once), so the memory per iteration is O(b·k·n + b·k·d) on top of t
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from probslot.typing import SlotPosterior
 
 __all__ = ["DEFAULT_MIN_VAR", "EMStep", "em_step", "gaussian_log_likelihood", "token_mean"]
 
@@ -41,21 +42,9 @@ _ATTN_EPS: float = 1e-12
 _LOG_2PI: float = math.log(2.0 * math.pi)
 
 
-@dataclass(frozen=True)
-class EMStep:
-    """Result of one EM iteration (`em_step`).
-
-    Attributes:
-        mu:   (b, k, d) new means μ(t+1) = Σ_n Â_nk v_n.
-        var:  (b, k, d) new diagonal variances σ(t+1)², floored at `min_var`.
-        pi:   (b, k) new mixing weights π(t+1) = Σ_n A_nk / N_real (rows on the simplex).
-        attn: (b, k, n) responsibilities A (sum to 1 over k for each real token; 0 on masked ones).
-    """
-
-    mu: Tensor
-    var: Tensor
-    pi: Tensor
-    attn: Tensor
+#: Result of one EM iteration: the same four fields as the module's output (mu, var, pi, attn),
+#: so a step is a `SlotPosterior` (new means, variances floored at `min_var`, weights, A).
+EMStep = SlotPosterior
 
 
 def _check(
