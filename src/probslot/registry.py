@@ -8,13 +8,19 @@ from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["Registry", "closest"]
+__all__ = ["Registry", "closest", "did_you_mean"]
 
 
 def closest(name: str, choices: list[str]) -> str | None:
     """The valid choice nearest to `name`, or None when nothing is close."""
     matches = difflib.get_close_matches(name, choices, n=1, cutoff=0.5)
     return matches[0] if matches else None
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    """`` Did you mean 'x'?`` for the closest valid choice, or "" when nothing is close."""
+    hint = closest(str(name), list(choices))
+    return f" Did you mean {hint!r}?" if hint else ""
 
 
 class Registry(Generic[T]):
@@ -43,8 +49,7 @@ class Registry(Generic[T]):
     def get(self, name: str) -> Callable[..., T]:
         if name not in self._factories:
             names = self.available()
-            hint = closest(name, names)
-            suggestion = f" Did you mean {hint!r}?" if hint else ""
+            suggestion = did_you_mean(name, names)
             raise ValueError(
                 f"unknown {self.kind} {name!r}.{suggestion} Available: {', '.join(names)}"
             )

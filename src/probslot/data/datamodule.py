@@ -16,7 +16,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from probslot.data.contract import DATASETS, collate
-from probslot.registry import closest
+from probslot.registry import did_you_mean
 
 __all__ = ["SPLITS", "DataConfig", "SlotDataModule", "build_datamodule", "split_seed"]
 
@@ -94,8 +94,7 @@ class DataConfig:
                 )
             if key not in params:
                 options = sorted(set(params) - reserved)
-                hint = closest(key, options)
-                dym = f" Did you mean {hint!r}?" if hint else ""
+                dym = did_you_mean(key, options)
                 raise ValueError(
                     f"dataset {self.name!r} has no option {key!r}.{dym} Options: {', '.join(options)}"
                 )

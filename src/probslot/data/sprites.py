@@ -42,7 +42,7 @@ from torch import Tensor
 
 from probslot.data.contract import collate, register_dataset
 from probslot.io import atomic_path
-from probslot.registry import closest
+from probslot.registry import did_you_mean
 
 __all__ = [
     "BACKGROUNDS",
@@ -401,8 +401,7 @@ class SpritesDataset(torch.utils.data.Dataset):
             raise ValueError(f"shapes must name at least one of {list(SHAPES)}; got ()")
         for name in shapes:
             if name not in SHAPES:
-                hint = closest(str(name), list(SHAPES))
-                dym = f" Did you mean {hint!r}?" if hint else ""
+                dym = did_you_mean(str(name), list(SHAPES))
                 raise ValueError(
                     f"unknown shape {name!r}.{dym} Allowed shapes: {', '.join(SHAPES)}"
                 )
@@ -412,8 +411,7 @@ class SpritesDataset(torch.utils.data.Dataset):
         if isinstance(background, str):
             if background not in (*BACKGROUNDS, "random"):
                 allowed = [*BACKGROUNDS, "random"]
-                hint = closest(background, allowed)
-                dym = f" Did you mean {hint!r}?" if hint else ""
+                dym = did_you_mean(background, allowed)
                 raise ValueError(
                     f"unknown background {background!r}.{dym} Allowed: {', '.join(allowed)} or an RGB triple"
                 )

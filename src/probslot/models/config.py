@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from probslot.registry import Registry, closest
+from probslot.registry import Registry, closest, did_you_mean
 
 __all__ = ["PRESETS", "ModelConfig", "Preset", "available_presets", "get_preset"]
 
@@ -217,8 +217,7 @@ class ModelConfig:
             for key in resolved[f"{kind}_kwargs"]:
                 if key not in accepted:
                     options = [a for a in accepted if a not in _RESERVED[kind]]
-                    hint = closest(key, options)
-                    suggestion = f" Did you mean {hint!r}?" if hint else ""
+                    suggestion = did_you_mean(key, options)
                     raise ValueError(
                         f"unknown option {key!r} for {kind} {resolved[kind]!r} in "
                         f"ModelConfig.{kind}_kwargs.{suggestion} Accepted: {', '.join(options)}"

@@ -27,7 +27,7 @@ from probslot.posterior.mixture import (
     read_safetensors,
     simplex_tolerance,
 )
-from probslot.registry import closest
+from probslot.registry import did_you_mean
 from probslot.typing import SlotAttentionOutput, SlotPosterior
 
 __all__ = ["AggregatePosterior", "DirichletPosterior", "dirichlet_weights", "model_fingerprint"]
@@ -459,8 +459,7 @@ class AggregatePosterior(GaussianMixture):
                 f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}"
             )
         if weighting not in _WEIGHTINGS:
-            hint = closest(str(weighting), list(_WEIGHTINGS))
-            suggestion = f" Did you mean {hint!r}?" if hint else ""
+            suggestion = did_you_mean(str(weighting), list(_WEIGHTINGS))
             raise ValueError(
                 f"unknown weighting {weighting!r}.{suggestion} Available: plain, dirichlet"
             )

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from probslot.io import RunPaths, atomic_write_text, load_model, load_run_config
 from probslot.posterior.aggregate import AggregatePosterior
 from probslot.posterior.pruning import DEFAULT_TAUS, PruningReport, plot_sweep, prune_analysis
-from probslot.registry import closest
+from probslot.registry import did_you_mean
 from probslot.typing import check_tau
 
 __all__ = [
@@ -73,8 +73,7 @@ def _check_run_dir(run_dir: str | Path) -> RunPaths:
 
 def _check_split(split: str) -> str:
     if split not in _SPLITS:
-        hint = closest(str(split), list(_SPLITS))
-        suggestion = f" Did you mean {hint!r}?" if hint else ""
+        suggestion = did_you_mean(str(split), list(_SPLITS))
         raise ValueError(f"unknown split {split!r}.{suggestion} Available: {', '.join(_SPLITS)}")
     return split
 
