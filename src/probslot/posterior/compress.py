@@ -21,6 +21,7 @@ from probslot.posterior.mixture import (
     _BLOCK_ELEMENTS,
     GaussianMixture,
     check_count,
+    draw_from_cdf,
     log_density_params,
     point_features,
 )
@@ -77,12 +78,6 @@ class CompressionReport:
         )
 
 
-def _draw(cdf: Tensor, n: int, generator: torch.Generator) -> Tensor:
-    """(n,) indices drawn from the unnormalised cumulative weights `cdf` (float64)."""
-    u = torch.rand(n, generator=generator, dtype=torch.float64, device=cdf.device) * cdf[-1]
-    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[0] - 1)
-
-
 def _sq_dists(x: Tensor, centres: Tensor) -> Tensor:
     """(s, c) squared Euclidean distances via the matmul expansion."""
     return ((x * x).sum(1, keepdim=True) - 2 * x @ centres.T + (centres * centres).sum(1)).clamp_(
@@ -107,7 +102,7 @@ def _kmeans_pp(x: Tensor, n: int, generator: torch.Generator) -> Tensor:
         if cdf[-1] <= 0:  # fewer distinct points than components: any point will do
             cand = torch.randint(s, (trials,), generator=generator, device=x.device)
         else:
-            cand = _draw(cdf, trials, generator)  # (t,)
+            cand = draw_from_cdf(cdf, trials, generator)  # (t,)
         new = torch.minimum(d2[:, None], _sq_dists(x, x[cand]))  # (s, t)
         best = int(new.sum(0).argmin())
         centres.append(x[cand[best]])

@@ -210,6 +210,12 @@ def point_features(z: Tensor, shift: Tensor) -> Tensor:
     return torch.cat([x * x, x], dim=1)
 
 
+def draw_from_cdf(cdf: Tensor, n: int, generator: torch.Generator | None = None) -> Tensor:
+    """(n,) int64 indices drawn from the unnormalised cumulative weights `cdf` (float64)."""
+    u = torch.rand(n, generator=generator, dtype=torch.float64, device=cdf.device) * cdf[-1]
+    return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[0] - 1)
+
+
 class GaussianMixture:
     """A diagonal Gaussian mixture p(z) = Σ_c w_c N(z; m_c, diag(v_c)) in R^d.
 
@@ -319,9 +325,7 @@ class GaussianMixture:
         """(n,) int64 component indices drawn with probabilities `weights`."""
         check_count("n", n)
         check_generator(generator)
-        cdf = self._component_cdf()
-        u = torch.rand(n, generator=generator, dtype=torch.float64, device=self.device) * cdf[-1]
-        return torch.searchsorted(cdf, u, right=True).clamp_(max=self.num_components - 1)
+        return draw_from_cdf(self._component_cdf(), n, generator)
 
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n, d) i.i.d. draws z ~ p(z): a component c ~ w, then z = m_c + sqrt(v_c) ε.
