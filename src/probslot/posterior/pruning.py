@@ -467,9 +467,10 @@ def prune_analysis(
                 n_kept = keep.sum(1).cpu().double()  # (b,)
                 kept_sum[j] += n_kept.sum()
                 obj = objects.cpu().double()
-                abs_bg[j] += (n_kept - (obj + 1)).abs().sum()
-                abs_obj[j] += (n_kept - obj).abs().sum()
-                exact_bg[j] += (n_kept == obj + 1).double().sum()
+                with_bg = _targets(obj, "with_background")
+                abs_bg[j] += (n_kept - with_bg).abs().sum()
+                abs_obj[j] += (n_kept - _targets(obj, "objects_only")).abs().sum()
+                exact_bg[j] += (n_kept == with_bg).double().sum()
                 dec_flops[j] += flops
                 dec_time[j] += t * b
                 if out is None:
