@@ -213,11 +213,7 @@ def em_step(
             n_real = torch.full((b, 1), float(n), dtype=dtype, device=keys.device)
 
         # ---- E-step: log π_k + log N(k_n; m_k, σ_k²) for all (k, n), two fused matmuls ----------
-        prec = var_.reciprocal()  # (b, k, d)
-        const = lp - 0.5 * (
-            (m_.square() * prec).sum(-1) + var_.log().sum(-1) + d * _LOG_2PI
-        )  # (b, k)
-        log_joint = _diag_gauss_logits(-0.5 * prec, m_ * prec, const, keys, keys_sq)  # (b,k,n)
+        log_joint = _log_joint(keys, m_, var_, lp, keys_sq)  # (b, k, n)
         # softmax (max-shifted, then divided by its sum) rather than exp(x - logsumexp(x)): with
         # tight variances log_joint reaches 1e5 and the subtraction alone loses ~1e-3 in float32,
         # while the division keeps every token's responsibilities on the simplex to rounding
@@ -387,6 +383,20 @@ def _weighted_moments(
     return _WeightedMoments.apply(a, x, c, second, x2)
 
 
+def _log_joint(
+    x: Tensor, mu: Tensor, var: Tensor, log_pi: Tensor, x_sq: Tensor | None = None
+) -> Tensor:
+    """(b, k, n) log π_k + log N(x_n; μ_k, diag σ_k²), the quadratic form expanded into matmuls.
+
+    mu, var (b, k, d) and log_pi (b, k) in the compute dtype; x (b, n, d) in any float dtype.
+    """
+    prec = var.reciprocal()  # (b, k, d)
+    const = log_pi - 0.5 * (
+        (mu.square() * prec).sum(-1) + var.log().sum(-1) + x.shape[-1] * _LOG_2PI
+    )  # (b, k)
+    return _diag_gauss_logits(-0.5 * prec, mu * prec, const, x, x_sq)
+
+
 def gaussian_log_likelihood(
     x: Tensor,
     mu: Tensor,
@@ -401,12 +411,7 @@ def gaussian_log_likelihood(
     """
     dtype = _compute_dtype(x, mu, var, log_pi)
     with torch.autocast(device_type=x.device.type, enabled=False):
-        m_, v_ = mu.to(dtype), var.to(dtype)
-        prec = v_.reciprocal()
-        const = log_pi.to(dtype) - 0.5 * (
-            (m_.square() * prec).sum(-1) + v_.log().sum(-1) + x.shape[-1] * _LOG_2PI
-        )
-        log_joint = _diag_gauss_logits(-0.5 * prec, m_ * prec, const, x)  # (b, k, n)
+        log_joint = _log_joint(x, mu.to(dtype), var.to(dtype), log_pi.to(dtype))  # (b, k, n)
         per_token = torch.logsumexp(log_joint, dim=1)  # (b, n)
         if mask is not None:
             per_token = per_token.masked_fill(~mask, 0.0)
