@@ -15,6 +15,8 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor
 
+from probslot.metrics.regression import fit_predict_affine, standardize
+
 __all__ = [
     "MatchCost",
     "SlotMatching",
@@ -73,16 +75,6 @@ def sq_distances(a: Tensor, b: Tensor) -> Tensor:
     with one bmm (`torch.cdist` is slow for many tiny matrices)."""
     sq = (a * a).sum(-1).unsqueeze(-1) + (b * b).sum(-1).unsqueeze(-2) - 2.0 * a @ b.transpose(1, 2)
     return sq.clamp_min(0.0)
-
-
-def _lstsq(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Affine least squares y ≈ (x − x̄) W + ȳ via the normal equations (x: (n, p), y: (n, q))."""
-    xm, ym = x.mean(0), y.mean(0)
-    xc = x - xm
-    gram = xc.T @ xc
-    gram.diagonal().add_(1e-10 * gram.diagonal().mean().clamp_min(1e-300))
-    coef = torch.cholesky_solve(xc.T @ (y - ym), torch.linalg.cholesky(gram))
-    return coef, xm, ym
 
 
 def pairwise_cost(slots_a: Tensor, slots_b: Tensor, cost: MatchCost = "euclidean") -> Tensor:
@@ -217,21 +209,22 @@ def match_slots_mapped(
         )
     a, b = slots_a.detach().double(), slots_b.detach().double()
 
-    def scaled(x: Tensor) -> Tensor:
-        flat = x[tr].reshape(-1, x.shape[-1])
-        std = flat.std(0, correction=0)
-        return (x - flat.mean(0)) / torch.where(std > 1e-12, std, torch.ones_like(std))
+    def scaled(x: Tensor) -> Tensor:  # pooled over the train images' slots
+        d = x.shape[-1]
+        return standardize(x[tr].reshape(1, -1, d), x.reshape(1, -1, d))[1].reshape(x.shape)
 
     a, b = scaled(a), scaled(b)
 
-    coef, xm, ym = _lstsq(b[tr].mean(1), a[tr].mean(1))
+    # start from the slot-order-free fit of per-image mean slots, then refit on matched pairs
+    x_fit, y_fit = b[tr].mean(1), a[tr].mean(1)
     for it in range(refine_iters + 1):
-        mapped = (b - xm) @ coef + ym  # (m, k, d_a)
+        mapped = fit_predict_affine(x_fit[None], y_fit[None], b.reshape(1, m * k, d_b))
+        mapped = mapped[0].reshape(m, k, -1)  # (m, k, d_a)
         dist = sq_distances(a, mapped).sqrt()
         perm = hungarian(dist)
         if it == refine_iters:
             break
-        matched = permute_slots(b, perm)[tr].reshape(-1, d_b)
-        coef, xm, ym = _lstsq(matched, a[tr].reshape(-1, a.shape[-1]))
+        x_fit = permute_slots(b, perm)[tr].reshape(-1, d_b)
+        y_fit = a[tr].reshape(-1, a.shape[-1])
     total = torch.gather(dist, 2, perm.unsqueeze(-1)).squeeze(-1).sum(-1)
     return SlotMatching(perm=perm, cost=total)
