@@ -77,6 +77,14 @@ class ProbabilisticSlotAttention(nn.Module):
     * ``prune_tau``: ARD inside EM: after every iteration, slots with π < prune_tau get π = 0
       (the largest slot is always kept) and the rest are renormalised, so a pruned slot claims
       no tokens in later iterations. 0 (default) is the paper's algorithm.
+    * ``standardize``: run EM on each image's keys and values standardised per feature (zero
+      mean, unit variance over the image's real tokens; statistics without gradient) and map μ,
+      σ² back afterwards. A diagonal-Gaussian mixture is equivariant to such per-feature affine
+      maps, so only what is not — the slot init, ``min_var`` and the query projection — sees the
+      difference: they now work at the scale of the image's own token spread, however much the
+      encoder shrinks or grows it during training. Without it, training can shrink the
+      token spread far below the init's σ(0) = 1, and EM then puts every token into one
+      broad component (see docs/training.md). False (default) is the paper's algorithm.
 
     Args:
         num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
@@ -104,6 +112,7 @@ class ProbabilisticSlotAttention(nn.Module):
         proj_init: ProjInit = "em",
         temperature: float = 1.0,
         prune_tau: float = 0.0,
+        standardize: bool = False,
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
@@ -122,6 +131,7 @@ class ProbabilisticSlotAttention(nn.Module):
             raise ValueError(f"temperature must be a positive float; got {temperature!r}")
         self.temperature = float(temperature)
         self.prune_tau = check_tau(prune_tau)
+        self.standardize = bool(standardize)
         if not (
             isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
         ):
@@ -215,6 +225,15 @@ class ProbabilisticSlotAttention(nn.Module):
         # σ², π do not depend on the shift, hence it is detached
         shift = token_mean(values, mask).detach()  # (b, 1, d)
         values = values - shift
+        scale = None
+        if self.standardize:
+            # EM in per-image standardised coordinates (each feature: zero mean, unit variance
+            # over the image's real tokens); μ, σ² are mapped back after the last iteration
+            scale = _token_scale(values, mask)  # (b, 1, d)
+            values = values / scale
+            key_loc = token_mean(keys, mask).detach()
+            keys = (keys - key_loc) / _token_scale(keys - key_loc, mask)
+            out_shift, shift = shift, torch.zeros_like(shift)
         # squares are iteration-invariant: computed once (float32, no graph) for all T calls
         dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         keys_sq = keys.detach().to(dtype).square()  # (b, n, d)
@@ -253,7 +272,15 @@ class ProbabilisticSlotAttention(nn.Module):
             # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
             log_pi = pi.clamp_min(torch.finfo(pi.dtype).tiny).log()
         assert step is not None  # iters >= 1
+        if scale is not None:
+            mu, var = mu * scale + out_shift, var * scale.square()
         return SlotPosterior(mu=mu, var=var, pi=pi, attn=step.attn)
+
+
+def _token_scale(x: Tensor, mask: Tensor | None) -> Tensor:
+    """(b, 1, d) per-feature standard deviation of already-centred x (b, n, d) over real tokens,
+    without gradient, floored so constant features stay finite."""
+    return token_mean(x.detach().square(), mask).add(1e-6).sqrt()
 
 
 def _prune_weights(pi: Tensor, tau: float) -> Tensor:
