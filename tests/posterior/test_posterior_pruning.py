@@ -255,3 +255,58 @@ def test_prune_analysis_rejects_slot_attention_and_bad_arguments():
 def test_default_sweep_is_sorted_and_valid():
     assert list(DEFAULT_TAUS) == sorted(DEFAULT_TAUS) and DEFAULT_TAUS[0] == 0.0
     assert all(0 <= t < 1 for t in DEFAULT_TAUS)
+
+
+# ---------------------------------------------------------------------- ARD inside EM
+def _direct_in_em(model, images, tau, seed):
+    """Reference: EM with prune_tau = τ from the given initial-slot seed, decode the survivors."""
+    model.grouping.prune_tau = tau
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        post = model.encode(images)
+    keep = post.pi > 0
+    out = model.decode(post.slots, keep=None if keep.all() else keep)
+    return post, keep, out
+
+
+def test_in_em_mode_matches_a_direct_computation_and_restores_prune_tau():
+    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    batches = sprite_batches(num=4, batch=4)
+    images = batches[0]["image"]
+    torch.manual_seed(5)
+    seed = int(torch.randint(0, 2**62, ()).item())  # what the analysis draws for this batch
+    torch.manual_seed(5)
+    report = prune_analysis(model, batches, taus=(0.0, 0.3), timing_repeats=1)  # in_em=None
+    assert report.in_em and model.grouping.prune_tau == 0.3
+    post0, _, base = _direct_in_em(model, images, 0.0, seed)
+    post, keep, out = _direct_in_em(model, images, 0.3, seed)
+    assert (~keep).any(), "τ = 0.3 with 4 slots must drop some slot on these images"
+    base_mse = (base.recon.double() - images.double()).square().mean().item()
+    mse = (out.recon.double() - images.double()).square().mean().item()
+    assert report.baseline_mse == pytest.approx(base_mse, rel=1e-9)
+    r = report.at(0.3)
+    assert r.mse == pytest.approx(mse, rel=1e-9)
+    assert r.mean_kept == pytest.approx(keep.sum(1).double().mean().item())
+    assert r.decoder_flops_saved == pytest.approx(1 - keep.sum().item() / (4 * K), abs=0.02)
+    # the baseline is plain EM (prune_tau = 0): every slot kept, π statistics from it
+    r0 = report.at(0.0)
+    assert r0.mean_kept == K and r0.mse_change_pct == 0.0 and r0.decoder_flops_saved == 0.0
+    sorted_pi = post0.pi.sort(1, descending=True).values.mean(0)
+    assert report.pi_sorted_mean == pytest.approx(sorted_pi.tolist(), abs=1e-6)
+    assert "inside EM" in report.summary(0.3)
+
+
+def test_threshold_mode_on_an_em_pruned_model_decodes_only_its_survivors():
+    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    batches = sprite_batches(num=4, batch=4)
+    images = batches[0]["image"]
+    torch.manual_seed(8)
+    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, in_em=False)
+    assert not report.in_em and "threshold on the final pi" in report.summary(0.0)
+    torch.manual_seed(8)
+    with torch.no_grad():
+        out = model(images)  # the model's own forward skips slots pruned inside EM
+    mse = (out.recon.double() - images.double()).square().mean().item()
+    assert report.baseline_mse == pytest.approx(mse, rel=1e-9)
+    with pytest.raises(TypeError, match="in_em must be True, False or None"):
+        prune_analysis(model, batches, in_em="yes")

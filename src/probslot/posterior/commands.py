@@ -309,6 +309,7 @@ def prune(
     sweep: bool = False,
     max_images: int | None = None,
     progress: bool = True,
+    in_em: bool | None = None,
 ) -> Path:
     """Automatic relevance determination (keep slots with pi > tau, paper Eq. 7) on held-out data.
 
@@ -324,6 +325,9 @@ def prune(
         sweep: also evaluate tau in 0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3 and plot the sweep.
         max_images: evaluate at most this many images (default: the whole split).
         progress: print progress lines.
+        in_em: apply tau inside the EM iterations (the slots' tokens go to the surviving slots)
+            instead of thresholding the final pi; default: exactly when the model was trained
+            with the grouping option prune_tau > 0.
     """
     tau = check_tau(tau)
     _check_split(split)
@@ -331,7 +335,9 @@ def prune(
     model, cfg, paths = load_psa_run(run_dir, "ARD pruning (`probslot prune`)")
     loader = split_loader(cfg, split)
     taus = tuple(sorted(set(DEFAULT_TAUS) | {tau})) if sweep else (tau,)
-    report = prune_analysis(model, loader, taus, max_images=max_images, progress=progress)
+    report = prune_analysis(
+        model, loader, taus, max_images=max_images, progress=progress, in_em=in_em
+    )
 
     out_dir = paths.root / "pruning"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -375,7 +381,7 @@ def demo_posterior(
     run_dir: str | Path,
     max_images: int | None = 2000,
     num_samples: int = 16,
-    tau: float = 0.05,
+    tau: float | None = None,
     seed: int = 0,
     progress: bool = True,
 ) -> dict[str, Path]:
@@ -386,13 +392,19 @@ def demo_posterior(
     suffices; 2000 keeps the demo's extra time around a minute on a CPU). Slot-attention runs
     are skipped (an empty dict), since they have no posterior.
 
+    The pruning headline is at `tau`; None means the grouping's ``prune_tau`` for a model
+    trained with ARD inside EM, else 0.05.
+
     Returns:
         ``{"posterior": ..., "samples": ..., "pruning": ...}`` paths inside `run_dir`.
     """
-    tau = check_tau(tau)
     paths = _check_run_dir(run_dir)
     # the config says which grouping the run has; no need to build the model for that
-    if load_run_config(paths.root).model.resolve().grouping == "sa":
+    resolved = load_run_config(paths.root).model.resolve()
+    if tau is None:
+        tau = float(resolved.grouping_kwargs.get("prune_tau", 0.0)) or 0.05
+    tau = check_tau(tau)
+    if resolved.grouping == "sa":
         print(f"{paths.root}: slot attention has no posterior; skipping aggregate/sample/prune")
         return {}
     posterior = aggregate(str(paths.root), "train", max_images=max_images, progress=progress)

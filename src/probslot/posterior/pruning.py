@@ -202,6 +202,8 @@ class PruningReport:
         pi_quantiles: quantiles (keys "0.01" … "0.99") of all π values.
         pi_histogram: counts of π in `pi_bins` (edges, len(counts) + 1).
         headline: the MAE convention quoted as the headline (`HEADLINE`).
+        in_em: True when τ was applied inside the EM iterations (see `prune_analysis`), False
+            for the paper's threshold on the final π.
     """
 
     results: tuple[TauResult, ...]
@@ -220,6 +222,7 @@ class PruningReport:
     pi_histogram: tuple[int, ...]
     pi_bins: tuple[float, ...]
     headline: Convention = HEADLINE
+    in_em: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -273,8 +276,10 @@ class PruningReport:
         other = "objects_only" if self.headline == "with_background" else "with_background"
         return "\n".join(
             [
-                f"ARD pruning at tau={r.tau:g} on {self.num_images} images "
-                f"(K={self.num_slots}, {self.mean_objects:.2f} {self.object_count} objects/image):",
+                f"ARD pruning at tau={r.tau:g} "
+                f"({'inside EM' if self.in_em else 'threshold on the final pi'}) on "
+                f"{self.num_images} images (K={self.num_slots}, {self.mean_objects:.2f} "
+                f"{self.object_count} objects/image):",
                 f"  kept slots        {r.mean_kept:.2f} / {self.num_slots}",
                 f"  slot-count MAE    {r.mae(self.headline):.3f} ({self.headline}, headline); "
                 f"{r.mae(other):.3f} ({other})",
@@ -355,11 +360,20 @@ def prune_analysis(
     keep_top: bool = True,
     timing_repeats: int = 3,
     progress: bool = False,
+    in_em: bool | None = None,
 ) -> PruningReport:
     """Measure ARD pruning (paper Eq. 7) of a PSA `model` on held-out `loader` for each τ.
 
-    Each batch is encoded once; the slots are decoded once with all K slots (the baseline) and
-    once per τ with ``keep = relevance_keep(π, τ)``, so only the decoder's work changes.
+    Threshold mode (``in_em=False``, the paper): each batch is encoded once; the slots are
+    decoded once with all K slots (the baseline) and once per τ with
+    ``keep = relevance_keep(π, τ)``, so only the decoder's work changes.
+
+    In-EM mode (``in_em=True``): τ is the grouping's ``prune_tau`` — slots with π < τ are dropped
+    after every EM iteration and their tokens go to the surviving slots (`ProbabilisticSlotAttention`)
+    — and only the surviving slots are decoded. The baseline is the same weights with
+    ``prune_tau = 0`` (plain EM, all K slots decoded). Each τ re-runs the encoder with the same
+    random slot initialisation as the baseline. The default (None) picks in-EM mode for models
+    trained with ``prune_tau > 0`` (their unpruned slots are not trained to be decoded).
 
     Args:
         model: a `SlotAutoencoder` whose grouping returns a `SlotPosterior` (PSA).
@@ -372,6 +386,8 @@ def prune_analysis(
         keep_top: always keep each image's largest-π slot (see `relevance_keep`).
         timing_repeats: decoder calls timed per batch and τ; the fastest counts.
         progress: print one line per 10 batches.
+        in_em: apply τ inside EM (True), threshold the final π (False), or None = in-EM exactly
+            when the model's grouping has ``prune_tau > 0``.
 
     Returns:
         a `PruningReport`. FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`
@@ -392,6 +408,11 @@ def prune_analysis(
             "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
         )
     taus = _check_taus(taus)
+    if in_em is None:
+        in_em = grouping.prune_tau > 0
+    if not isinstance(in_em, bool):
+        raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
+    trained_tau = grouping.prune_tau
     if max_images is not None and (
         isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
     ):
@@ -434,15 +455,30 @@ def prune_analysis(
             if b == 0:
                 break
             images = images.to(device)
+            # in-EM mode encodes once per τ, each time from the same random initial slots
+            seed = int(torch.randint(0, 2**62, ()).item()) if in_em else None
+
+            def encode(tau: float, images: Tensor = images, seed: int | None = seed) -> Any:
+                grouping.prune_tau = tau
+                if seed is None:
+                    return count_flops(model.encode, images)
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    return count_flops(model.encode, images)
+
             # encoder + grouping once, then the unpruned decode once: its output is the baseline
-            post, enc_flops = count_flops(model.encode, images)
+            post, enc_flops = encode(0.0 if in_em else trained_tau)
             assert isinstance(post, SlotPosterior)
             slots = post.slots
-            base_out, base_dec = count_flops(model.decode, slots)
+            # a model pruned inside EM (threshold mode) decodes only its surviving slots
+            base_keep = None if in_em or trained_tau == 0 else post.pi > 0
+            if base_keep is not None and bool(base_keep.all()):
+                base_keep = None
+            base_out, base_dec = count_flops(model.decode, slots, keep=base_keep)
             attn_masks = model.attention_masks(post.attn, model.token_grid)
             base["flops"] += base_dec
             base["enc_flops"] += enc_flops
-            base_time = _time_decode(model, slots, None, timing_repeats)
+            base_time = _time_decode(model, slots, base_keep, timing_repeats)
             base["time"] += base_time * b
             base_mse = mse_per_image(base_out.recon, images).cpu()
             base["mse"] += float(base_mse.sum())
@@ -456,14 +492,21 @@ def prune_analysis(
             all_pi.append(pi)
             objects_sum += float(objects.sum())
             for j, tau in enumerate(taus):
-                keep = relevance_keep(post.pi, tau, keep_top=keep_top)
-                if bool(keep.all()):
+                post_t, slots_t, attn_t = post, slots, attn_masks
+                if in_em and tau > 0:
+                    post_t = encode(tau)[0]
+                    slots_t = post_t.slots
+                    attn_t = model.attention_masks(post_t.attn, model.token_grid)
+                    keep = post_t.pi > 0  # EM dropped the others (and always keeps the top)
+                else:
+                    keep = relevance_keep(post.pi, tau, keep_top=keep_top)
+                if bool(keep.all()) and post_t is post:
                     keep_arg = None  # nothing pruned: identical to no pruning
                     out, flops, t = None, base_dec, base_time
                 else:
-                    keep_arg = keep
-                    out, flops = count_flops(model.decode, slots, keep=keep_arg)
-                    t = _time_decode(model, slots, keep_arg, timing_repeats)
+                    keep_arg = None if bool(keep.all()) else keep
+                    out, flops = count_flops(model.decode, slots_t, keep=keep_arg)
+                    t = _time_decode(model, slots_t, keep_arg, timing_repeats)
                 n_kept = keep.sum(1).cpu().double()  # (b,)
                 kept_sum[j] += n_kept.sum()
                 obj = objects.cpu().double()
@@ -480,7 +523,7 @@ def prune_analysis(
                 else:
                     mse_sum[j] += float(mse_per_image(out.recon, images).cpu().sum())
                     if gt_mask is not None and fg is not None:
-                        s = fg_ari(_labels(out, attn_masks, keep_arg).cpu(), gt_mask)
+                        s = fg_ari(_labels(out, attn_t, keep_arg).cpu(), gt_mask)
                         ari_sum[j] += float(s[fg].sum())
             seen += b
             if progress and step % 10 == 0:
@@ -488,6 +531,7 @@ def prune_analysis(
             if max_images is not None and seen >= max_images:
                 break
     finally:
+        grouping.prune_tau = trained_tau
         if was_training:
             model.train()
     if seen == 0:
@@ -543,6 +587,7 @@ def prune_analysis(
         pi_quantiles={f"{q:g}": float(v) for q, v in zip(qs, qv)},
         pi_histogram=tuple(int(c) for c in hist.hist.tolist()),
         pi_bins=bins,
+        in_em=in_em,
     )
 
 
