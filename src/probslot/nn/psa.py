@@ -225,7 +225,8 @@ class ProbabilisticSlotAttention(nn.Module):
         # σ², π do not depend on the shift, hence it is detached
         shift = token_mean(values, mask).detach()  # (b, 1, d)
         values = values - shift
-        scale = None
+        scale: Tensor | None = None
+        out_shift = shift  # where the slot means are mapped back to after the last iteration
         if self.standardize:
             # EM in per-image standardised coordinates (each feature: zero mean, unit variance
             # over the image's real tokens); μ, σ² are mapped back after the last iteration
@@ -233,7 +234,7 @@ class ProbabilisticSlotAttention(nn.Module):
             values = values / scale
             key_loc = token_mean(keys, mask).detach()
             keys = (keys - key_loc) / _token_scale(keys - key_loc, mask)
-            out_shift, shift = shift, torch.zeros_like(shift)
+            shift = torch.zeros_like(shift)  # μ iterates in standardised coordinates
         # squares are iteration-invariant: computed once (float32, no graph) for all T calls
         dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
         keys_sq = keys.detach().to(dtype).square()  # (b, n, d)
