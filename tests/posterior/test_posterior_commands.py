@@ -191,6 +191,17 @@ def test_prune_sweep_writes_plot(run_dir):
     assert Image.open(png).format == "PNG"
 
 
+def test_prune_defaults_to_the_trained_prune_tau_inside_em(tmp_path):
+    kwargs = dict(TINY["model"].get("grouping_kwargs") or {}, prune_tau=0.2)
+    ard = make_run(tmp_path, "ard", grouping_kwargs=kwargs)
+    data = json.loads(prune(str(ard), max_images=4, progress=False).read_text())
+    assert data["tau"] == 0.2 and data["in_em"] is True
+    # a plain model keeps the paper's threshold mode and the 0.05 default
+    plain = make_run(tmp_path, "plain")
+    data = json.loads(prune(str(plain), max_images=4, progress=False).read_text())
+    assert data["tau"] == 0.05 and data["in_em"] is False
+
+
 @pytest.mark.parametrize("tau", [-0.01, 1.0])
 def test_prune_rejects_tau_outside_unit_interval(run_dir, tau):
     with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):

@@ -304,7 +304,7 @@ def _targets_met(report: PruningReport, tau: float) -> dict[str, Any]:
 
 def prune(
     run_dir: str,
-    tau: float = 0.05,
+    tau: float | None = None,
     split: str = "test",
     sweep: bool = False,
     max_images: int | None = None,
@@ -320,7 +320,8 @@ def prune(
 
     Args:
         run_dir: run directory of a PSA model.
-        tau: relevance threshold in [0, 1) reported as the headline.
+        tau: relevance threshold in [0, 1) reported as the headline; default: the model's
+            prune_tau when it was trained with ARD inside EM, else 0.05.
         split: held-out split of the run's data config (test or val; train is allowed).
         sweep: also evaluate tau in 0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3 and plot the sweep.
         max_images: evaluate at most this many images (default: the whole split).
@@ -329,10 +330,13 @@ def prune(
             instead of thresholding the final pi; default: exactly when the model was trained
             with the grouping option prune_tau > 0.
     """
-    tau = check_tau(tau)
+    if tau is not None:
+        tau = check_tau(tau)
     _check_split(split)
     _check_optional_count("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "ARD pruning (`probslot prune`)")
+    if tau is None:
+        tau = model.grouping.prune_tau or 0.05
     loader = split_loader(cfg, split)
     taus = tuple(sorted(set(DEFAULT_TAUS) | {tau})) if sweep else (tau,)
     report = prune_analysis(
@@ -392,19 +396,16 @@ def demo_posterior(
     suffices; 2000 keeps the demo's extra time around a minute on a CPU). Slot-attention runs
     are skipped (an empty dict), since they have no posterior.
 
-    The pruning headline is at `tau`; None means the grouping's ``prune_tau`` for a model
-    trained with ARD inside EM, else 0.05.
+    The pruning headline is at `tau` (None: as `prune`).
 
     Returns:
         ``{"posterior": ..., "samples": ..., "pruning": ...}`` paths inside `run_dir`.
     """
+    if tau is not None:
+        tau = check_tau(tau)
     paths = _check_run_dir(run_dir)
     # the config says which grouping the run has; no need to build the model for that
-    resolved = load_run_config(paths.root).model.resolve()
-    if tau is None:
-        tau = float(resolved.grouping_kwargs.get("prune_tau", 0.0)) or 0.05
-    tau = check_tau(tau)
-    if resolved.grouping == "sa":
+    if load_run_config(paths.root).model.resolve().grouping == "sa":
         print(f"{paths.root}: slot attention has no posterior; skipping aggregate/sample/prune")
         return {}
     posterior = aggregate(str(paths.root), "train", max_images=max_images, progress=progress)
