@@ -174,6 +174,13 @@ class SlotAutoencoder(nn.Module):
             return maps
         return F.interpolate(maps, size=self.image_size, mode="bilinear", align_corners=False)
 
+    def em_survivors(self, grouping: Grouping) -> Tensor | None:
+        """(b, k) bool: the slots ARD inside EM left alive (π > 0) when the grouping prunes
+        (``prune_tau > 0``), else None (every slot). Pruned slots are not decoded."""
+        if getattr(self.grouping, "prune_tau", 0.0) > 0:
+            return grouping.pi > 0
+        return None
+
     def forward(
         self, images: Tensor, num_slots: int | None = None, keep: Tensor | None = None
     ) -> AutoencoderOutput:
@@ -185,8 +192,8 @@ class SlotAutoencoder(nn.Module):
         self.check_images(images)
         check_keep(keep, images.shape[0], self._num_slots(num_slots))
         features, grouping = self._encode(images, num_slots)
-        if keep is None and getattr(self.grouping, "prune_tau", 0.0) > 0:
-            keep = grouping.pi > 0  # slots pruned inside EM are not decoded
+        if keep is None:
+            keep = self.em_survivors(grouping)
         decoded = self.decode(grouping.slots, keep=keep)
         return AutoencoderOutput(
             recon=decoded.recon,

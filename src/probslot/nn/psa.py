@@ -232,13 +232,16 @@ class ProbabilisticSlotAttention(nn.Module):
             # over the image's real tokens); μ, σ² are mapped back after the last iteration
             scale = _token_scale(values, mask)  # (b, 1, d)
             values = values / scale
-            key_loc = token_mean(keys, mask).detach()
-            keys = (keys - key_loc) / _token_scale(keys - key_loc, mask)
+            if self.variant == "base":
+                keys = values  # keys = values = z: the same standardised tokens
+            else:
+                keys = keys - token_mean(keys, mask).detach()
+                keys = keys / _token_scale(keys, mask)
             shift = torch.zeros_like(shift)  # μ iterates in standardised coordinates
         # squares are iteration-invariant: computed once (float32, no graph) for all T calls
         dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-        keys_sq = keys.detach().to(dtype).square()  # (b, n, d)
         values_sq = values.detach().to(dtype).square()  # (b, n, d)
+        keys_sq = values_sq if keys is values else keys.detach().to(dtype).square()  # (b, n, d)
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
         mu, var, log_pi = self.initial_state(b, k, inputs.device, param_dtype)
 

@@ -471,7 +471,7 @@ def prune_analysis(
             assert isinstance(post, SlotPosterior)
             slots = post.slots
             # a model pruned inside EM (threshold mode) decodes only its surviving slots
-            base_keep = None if in_em or trained_tau == 0 else post.pi > 0
+            base_keep = model.em_survivors(post)
             if base_keep is not None and bool(base_keep.all()):
                 base_keep = None
             base_out, base_dec = count_flops(model.decode, slots, keep=base_keep)
@@ -497,7 +497,8 @@ def prune_analysis(
                     post_t = encode(tau)[0]
                     slots_t = post_t.slots
                     attn_t = model.attention_masks(post_t.attn, model.token_grid)
-                    keep = post_t.pi > 0  # EM dropped the others (and always keeps the top)
+                    keep = model.em_survivors(post_t)  # EM always keeps the top slot
+                    assert keep is not None  # prune_tau = τ > 0 here
                 else:
                     keep = relevance_keep(post.pi, tau, keep_top=keep_top)
                 if bool(keep.all()) and post_t is post:
