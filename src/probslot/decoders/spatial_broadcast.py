@@ -25,11 +25,41 @@ from probslot.encoders.layers import (
     as_hw,
     as_int_tuple,
     build_grid,
+    cell_centres,
     make_activation,
 )
 from probslot.typing import DecoderOutput
 
 __all__ = ["AdditiveDecoder", "BroadcastMLPDecoder", "SpatialBroadcastDecoder"]
+
+
+def _check_coord_dims(coord_dims: object, slot_dim: int) -> int:
+    if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
+        raise ValueError(
+            f"coord_dims must be 0 (absolute position code) or 2 (the slot's last two entries are "
+            f"its centre (y, x)); got {coord_dims!r}"
+        )
+    if slot_dim <= coord_dims:
+        raise ValueError(f"slot_dim must exceed coord_dims={coord_dims}; got {slot_dim}")
+    return int(coord_dims)
+
+
+class RelativePositionEmbed(nn.Module):
+    """Linear(2 → dim) on the offsets (y, x) − c of grid cells from each slot's centre c.
+
+    The decoders' ``coord_dims=2`` form: every slot is drawn in a frame centred on its own position
+    (the mean of the position features in its mixture component), so what a slot's remaining
+    entries describe is translation-invariant, as in invariant slot attention (Biza et al. 2023).
+    forward(centres (m, 2), grid (n, 2)) → (m, n, dim).
+    """
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(2, dim)
+
+    def forward(self, centres: Tensor, grid: Tensor) -> Tensor:
+        # Linear(g − c) = Linear(g) − W c: one (n, dim) map and one (m, dim) shift, no (m, n, 2)
+        return self.proj(grid)[None] - (centres @ self.proj.weight.T)[:, None]
 
 
 class AdditiveDecoder(nn.Module):
@@ -67,6 +97,11 @@ class SpatialBroadcastDecoder(AdditiveDecoder):
     first log2(image/init) blocks upsample, as the authors' ``dec_arch "8b1u2,16b1u2,32b1"``, so
     there must be at least one more block than upsamplings); a 1×1 conv gives RGB + alpha logit.
     A small ``init_size`` (8) with upsampling keeps it cheap: one conv per resolution.
+
+    ``coord_dims=2``: the slot's last two entries are its centre (y, x) in [−1, 1] (a PSA with
+    ``coord_dims=2`` puts them there); the other ``slot_dim − 2`` are broadcast and the position
+    code is taken relative to the centre (`RelativePositionEmbed`), so moving a slot's centre
+    moves what it draws.
     """
 
     def __init__(
@@ -77,23 +112,35 @@ class SpatialBroadcastDecoder(AdditiveDecoder):
         channels: Sequence[int] = (32, 32, 32, 32),
         kernel_size: int = 3,
         activation: str = "leaky_relu",
+        coord_dims: int = 0,
     ) -> None:
         super().__init__()
         self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.coord_dims = _check_coord_dims(coord_dims, self.slot_dim)
         self.image_size = as_hw(image_size, "image_size")
         self.init_size = as_hw(init_size, "init_size")
         channels = as_int_tuple(channels, "channels")
         check_odd(kernel_size, "kernel_size")
         num_up = num_upsamplings(self.image_size, self.init_size)
-        self.pos = SoftPositionEmbed(slot_dim)
-        self.blocks = upsampling_stack(slot_dim, channels, kernel_size, num_up, activation)
+        width = slot_dim - self.coord_dims
+        self.pos: nn.Module = (
+            RelativePositionEmbed(width) if self.coord_dims else SoftPositionEmbed(slot_dim)
+        )
+        if self.coord_dims:
+            self.register_buffer("cells", cell_centres(*self.init_size), persistent=False)
+        self.blocks = upsampling_stack(width, channels, kernel_size, num_up, activation)
         self.head = nn.Conv2d(channels[-1], 4, 1)
 
     def decode_each(self, slots: Tensor) -> Tensor:
         m, d = slots.shape
         h0, w0 = self.init_size
-        grid = slots[:, :, None, None].expand(m, d, h0, w0)  # (m, d, h0, w0) broadcast
-        return self.head(self.blocks(self.pos(grid)))  # (m, 4, H, W)
+        if self.coord_dims:
+            content, centres = slots[:, :-2], slots[:, -2:]  # (m, d − 2), (m, 2)
+            pos = self.pos(centres, self.cells).transpose(1, 2).reshape(m, d - 2, h0, w0)
+            grid = content[:, :, None, None] + pos  # (m, d − 2, h0, w0)
+        else:
+            grid = self.pos(slots[:, :, None, None].expand(m, d, h0, w0))  # (m, d, h0, w0)
+        return self.head(self.blocks(grid))  # (m, 4, H, W)
 
 
 class BroadcastMLPDecoder(AdditiveDecoder):
@@ -102,6 +149,9 @@ class BroadcastMLPDecoder(AdditiveDecoder):
     Every pixel's RGB + alpha logit is MLP([slot, position code]); the first layer is split into
     Linear(d → hidden) on the slot plus Linear(4 → hidden) on (y, x, 1 − y, 1 − x), which equals
     one linear layer on the concatenation but never materialises it.
+
+    ``coord_dims=2``: as `SpatialBroadcastDecoder`, the slot's last two entries are its centre and
+    the position input is each pixel's offset from it (`RelativePositionEmbed`).
     """
 
     def __init__(
@@ -110,21 +160,34 @@ class BroadcastMLPDecoder(AdditiveDecoder):
         image_size: int | Sequence[int],
         hidden: Sequence[int] = (64, 64, 64),
         activation: str = "leaky_relu",
+        coord_dims: int = 0,
     ) -> None:
         super().__init__()
         self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.coord_dims = _check_coord_dims(coord_dims, self.slot_dim)
         self.image_size = as_hw(image_size, "image_size")
         widths = as_int_tuple(hidden, "hidden")
-        self.slot_in = nn.Linear(slot_dim, widths[0])
-        self.pos_in = nn.Linear(4, widths[0], bias=False)
+        self.slot_in = nn.Linear(slot_dim - self.coord_dims, widths[0])
+        self.pos_in: nn.Module = (
+            RelativePositionEmbed(widths[0])
+            if self.coord_dims
+            else nn.Linear(4, widths[0], bias=False)
+        )
         layers: list[nn.Module] = [make_activation(activation)]
         for a, c in zip(widths[:-1], widths[1:]):
             layers += [nn.Linear(a, c), make_activation(activation)]
         layers.append(nn.Linear(widths[-1], 4))
         self.mlp = nn.Sequential(*layers)
-        self.register_buffer("grid", build_grid(*self.image_size), persistent=False)  # (H, W, 4)
+        grid = cell_centres(*self.image_size) if self.coord_dims else build_grid(*self.image_size)
+        self.register_buffer("grid", grid, persistent=False)  # (H·W, 2) or (H, W, 4)
 
     def decode_each(self, slots: Tensor) -> Tensor:
-        pos = self.pos_in(self.grid)  # (H, W, hidden)
-        x = self.slot_in(slots)[:, None, None, :] + pos  # (m, H, W, hidden)
+        h, w = self.image_size
+        if self.coord_dims:
+            content, centres = slots[:, :-2], slots[:, -2:]  # (m, d − 2), (m, 2)
+            pos = self.pos_in(centres, self.grid).reshape(-1, h, w, self.pos_in.proj.out_features)
+            x = self.slot_in(content)[:, None, None, :] + pos  # (m, H, W, hidden)
+        else:
+            pos = self.pos_in(self.grid)  # (H, W, hidden)
+            x = self.slot_in(slots)[:, None, None, :] + pos  # (m, H, W, hidden)
         return self.mlp(x).permute(0, 3, 1, 2)  # (m, 4, H, W)

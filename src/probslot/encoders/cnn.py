@@ -4,9 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 from torch import Tensor, nn
 
-from probslot.encoders.layers import SoftPositionEmbed, as_hw, as_int_tuple, make_activation
+from probslot.encoders.layers import (
+    SoftPositionEmbed,
+    as_hw,
+    as_int_tuple,
+    cell_centres,
+    make_activation,
+)
 from probslot.typing import EncoderOutput
 
 __all__ = ["CNNEncoder"]
@@ -28,6 +35,14 @@ class CNNEncoder(nn.Module):
     LeakyReLU is the default: the paper's identifiability result assumes a weakly injective
     encoder/decoder (Assumption 8); the authors' code uses ReLU (notes §11.7), selectable here.
 
+    ``coord_dims=2`` replaces the soft position embedding with explicit positions: the features
+    stay translation-equivariant (no position is added), the token MLP gives ``out_dim − 2``
+    features, and each token's image-plane centre (y, x) in [−1, 1] (`cell_centres`) is appended
+    as its last two features. A PSA grouping built with the same ``coord_dims`` then fits each
+    slot's Gaussian over appearance *and* position, so a slot's mean ends in the responsibility-
+    weighted centre of its tokens, and a decoder with ``coord_dims=2`` draws each slot around that
+    centre (docs/training.md, "Positions in the mixture"). 0 (default) is the paper's encoder.
+
     forward(images (b, 3, H, W), already normalised) → EncoderOutput(tokens (b, h·w, D), grid (h, w)).
     """
 
@@ -39,6 +54,7 @@ class CNNEncoder(nn.Module):
         out_dim: int = 64,
         activation: str = "leaky_relu",
         in_channels: int = 3,
+        coord_dims: int = 0,
     ) -> None:
         super().__init__()
         self.channels = as_int_tuple(channels, "channels")
@@ -48,6 +64,16 @@ class CNNEncoder(nn.Module):
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
             raise ValueError(f"out_dim must be a positive int; got {out_dim!r}")
         self.out_dim = out_dim
+        if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
+            raise ValueError(
+                f"coord_dims must be 0 (soft position embedding) or 2 (append each token's (y, x)); "
+                f"got {coord_dims!r}"
+            )
+        if out_dim <= coord_dims:
+            raise ValueError(
+                f"out_dim must exceed coord_dims={coord_dims} to leave room for features; got {out_dim}"
+            )
+        self.coord_dims = coord_dims
         self.in_channels = in_channels
         make_activation(activation)  # validates the name before any layer is built
         self.activation = activation
@@ -61,14 +87,15 @@ class CNNEncoder(nn.Module):
             ]
             width = ch
         self.convs = nn.Sequential(*layers)
-        self.pos = SoftPositionEmbed(width)
+        self.pos: nn.Module = SoftPositionEmbed(width) if coord_dims == 0 else nn.Identity()
+        feat_dim = out_dim - coord_dims
         self.mlp = nn.Sequential(
             nn.LayerNorm(width),
-            nn.Linear(width, out_dim),
+            nn.Linear(width, feat_dim),
             make_activation(activation),
-            nn.Linear(out_dim, out_dim),
+            nn.Linear(feat_dim, feat_dim),
             make_activation(activation),
-            nn.LayerNorm(out_dim),
+            nn.LayerNorm(feat_dim),
         )
 
     def grid_size(self, image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -88,5 +115,8 @@ class CNNEncoder(nn.Module):
             )
         feats = self.pos(self.convs(images))  # (b, C, h, w)
         b, c, h, w = feats.shape
-        tokens = feats.flatten(2).transpose(1, 2)  # (b, h·w, C), row-major over the grid
-        return EncoderOutput(tokens=self.mlp(tokens), grid=(h, w))
+        tokens = self.mlp(feats.flatten(2).transpose(1, 2))  # (b, h·w, D − coord_dims), row-major
+        if self.coord_dims:
+            coords = cell_centres(h, w, device=tokens.device, dtype=tokens.dtype)  # (h·w, 2)
+            tokens = torch.cat([tokens, coords.expand(b, h * w, 2)], dim=-1)  # (b, h·w, D)
+        return EncoderOutput(tokens=tokens, grid=(h, w))

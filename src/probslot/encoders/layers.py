@@ -14,6 +14,7 @@ __all__ = [
     "as_hw",
     "as_int_tuple",
     "build_grid",
+    "cell_centres",
     "make_activation",
 ]
 
@@ -71,6 +72,19 @@ def build_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
     xs = torch.linspace(0.0, 1.0, width, device=device, dtype=dtype)
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
     return torch.stack([gy, gx, 1.0 - gy, 1.0 - gx], dim=-1)
+
+
+def cell_centres(height: int, width: int, device=None, dtype=None) -> Tensor:
+    """(h·w, 2) image-plane coordinates (y, x) in [−1, 1] of the centres of an h × w grid of cells.
+
+    The cell centres of any grid laid over the same image agree, whatever its resolution: a token of
+    an 12×12 grid and the 2×2 pixels of a 24×24 image it covers share the frame (−1 and 1 are the
+    image's edges). Row-major order, as encoders flatten their grids.
+    """
+    ys = (torch.arange(height, device=device, dtype=dtype) + 0.5) * (2.0 / height) - 1.0
+    xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (2.0 / width) - 1.0
+    gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
+    return torch.stack([gy, gx], dim=-1).reshape(height * width, 2)
 
 
 class SoftPositionEmbed(nn.Module):

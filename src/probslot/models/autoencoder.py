@@ -74,6 +74,19 @@ class SlotAutoencoder(nn.Module):
                 f"the decoder expects slots of size {ddim} but the grouping gives slot_dim={sdim}; "
                 "build them with the same slot_dim"
             )
+        coords = {
+            part: getattr(module, "coord_dims", 0)
+            for part, module in (("encoder", encoder), ("grouping", grouping), ("decoder", decoder))
+        }
+        if coords["encoder"] != coords["grouping"] or (
+            coords["decoder"] and coords["decoder"] != coords["grouping"]
+        ):
+            raise ValueError(
+                "positions in the mixture need the same coord_dims in the encoder (which appends "
+                "them), the grouping (which keeps them out of its LayerNorm) and, optionally, the "
+                f"decoder (which draws around them); got {coords}. Set coord_dims: 2 in "
+                "encoder_kwargs, grouping_kwargs and decoder_kwargs"
+            )
         dsize = getattr(decoder, "image_size", None)
         if dsize is not None and tuple(dsize) != self.image_size:
             raise ValueError(

@@ -85,6 +85,14 @@ class ProbabilisticSlotAttention(nn.Module):
       encoder shrinks or grows it during training. Without it, training can shrink the
       token spread far below the init's σ(0) = 1, and EM then puts every token into one
       broad component (see docs/training.md). False (default) is the paper's algorithm.
+    * ``coord_dims`` (base variant): the last ``coord_dims`` token features are the token's
+      image-plane position (an encoder built with the same ``coord_dims`` appends them). They skip
+      the input LayerNorm (which would mix them with the appearance features), so each slot's
+      Gaussian covers appearance and position: the last ``coord_dims`` entries of μ are exactly the
+      responsibility-weighted centre of the slot's tokens and those of σ² its spatial spread.
+      0 (default) is the paper's algorithm. ``coords_in_estep=False`` keeps the positions out of
+      the E-step: tokens are grouped by appearance alone, and the M-step still gives every slot
+      its centre and spread (as invariant slot attention computes slot positions).
 
     Args:
         num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
@@ -113,6 +121,8 @@ class ProbabilisticSlotAttention(nn.Module):
         temperature: float = 1.0,
         prune_tau: float = 0.0,
         standardize: bool = False,
+        coord_dims: int = 0,
+        coords_in_estep: bool = True,
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
@@ -141,13 +151,27 @@ class ProbabilisticSlotAttention(nn.Module):
                 f"variant='base' (Alg. 2) has no key/value projections, so slot_dim must equal "
                 f"dim={self.dim}; got slot_dim={self.slot_dim}. Use variant='proj' to change size."
             )
+        if isinstance(coord_dims, bool) or not isinstance(coord_dims, int) or coord_dims < 0:
+            raise ValueError(f"coord_dims must be a non-negative int; got {coord_dims!r}")
+        if coord_dims and variant != "base":
+            raise ValueError(
+                f"coord_dims={coord_dims} needs variant='base' (the 'psa' grouping), whose slots live "
+                "in token space, so their last entries stay positions; got variant='proj'"
+            )
+        if coord_dims >= self.dim:
+            raise ValueError(
+                f"coord_dims must be smaller than dim={self.dim} to leave appearance features; "
+                f"got {coord_dims}"
+            )
+        self.coord_dims = coord_dims
+        self.coords_in_estep = bool(coords_in_estep)
         self.variant: Variant = variant
         self.variance: Variance = variance
         self.init: Init = init
         self.min_var = float(min_var)
 
         d = self.slot_dim
-        self.norm_inputs = nn.LayerNorm(self.dim)
+        self.norm_inputs = nn.LayerNorm(self.dim - coord_dims)
         self.to_k: nn.Module = nn.Identity()
         self.to_v: nn.Module = nn.Identity()
         if variant == "proj":
@@ -218,7 +242,11 @@ class ProbabilisticSlotAttention(nn.Module):
         inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
         b = inputs.shape[0]
 
-        z = self.norm_inputs(inputs)  # (b, n, dim)
+        if self.coord_dims:  # positions skip the LayerNorm
+            c = self.coord_dims
+            z = torch.cat([self.norm_inputs(inputs[..., :-c]), inputs[..., -c:]], dim=-1)
+        else:
+            z = self.norm_inputs(inputs)  # (b, n, dim)
         keys, values = self.to_k(z), self.to_v(z)  # (b, n, d) each
         # centre the values once per forward (the shift em_step would otherwise apply on every
         # iteration, see em_step's `center`); exact: the slot means are shifted back below and
@@ -245,14 +273,18 @@ class ProbabilisticSlotAttention(nn.Module):
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
         mu, var, log_pi = self.initial_state(b, k, inputs.device, param_dtype)
 
+        scored = self.slot_dim  # features the E-step scores (all but E-step-free positions)
+        if self.coord_dims and not self.coords_in_estep:
+            scored -= self.coord_dims
+            keys, keys_sq = keys[..., :scored], keys_sq[..., :scored]
         step = None
         for _ in range(self.iters):
             query = self.to_q(self.norm_slots(mu))  # (b, k, d) in key space
             step = em_step(
                 keys,
                 values,
-                query,
-                var,
+                query[..., :scored],
+                var[..., :scored],
                 log_pi,
                 mask,
                 min_var=self.min_var,
