@@ -85,6 +85,11 @@ class OptimConfig:
                        alive early in training (a collapsed component has π ≈ 0 and the
                        E-step's log π term then keeps it dead). Ignored for SA.
         aux_pi_steps:  anneal ``aux_pi_weight`` linearly to 0 over this many steps (0 = constant).
+        prune_tau_steps: ramp the grouping's ARD threshold ``prune_tau`` (PSA, ARD inside EM)
+                       linearly from 0 to its configured value over this many training steps
+                       (0 = the full value from the first step). Validation and export always
+                       use the configured value. Pruning from step 0 drops the slots of small
+                       objects before the encoder has learned to separate them (docs/pruning.md).
     """
 
     lr: float = 2e-4
@@ -100,6 +105,7 @@ class OptimConfig:
     aux_mask_steps: int = 0
     aux_pi_weight: float = 0.0
     aux_pi_steps: int = 0
+    prune_tau_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}. Use e.g. optim.lr=2e-4")
@@ -135,6 +141,10 @@ class OptimConfig:
             f"optim.aux_pi_weight must be >= 0 (0 = off); got {self.aux_pi_weight}",
         )
         _check(self.aux_pi_steps >= 0, f"optim.aux_pi_steps must be >= 0; got {self.aux_pi_steps}")
+        _check(
+            self.prune_tau_steps >= 0,
+            f"optim.prune_tau_steps must be >= 0 (0 = no ramp); got {self.prune_tau_steps}",
+        )
 
 
 @dataclass(frozen=True)

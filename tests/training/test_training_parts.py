@@ -288,3 +288,31 @@ def test_progress_bar_is_labelled_by_the_step_budget() -> None:
     bar = StepProgressBar()
     bar._trainer = SimpleNamespace(max_steps=3000)
     assert bar._get_train_description(1) == "Training of 3000 steps, epoch 1"
+
+
+def test_prune_tau_ramps_in_training_only() -> None:
+    """`optim.prune_tau_steps`: the trained copy's ARD threshold rises linearly to the configured
+    value; the EMA copy (validation, export) keeps the configured value throughout."""
+    from probslot.models import ModelConfig, build_model
+
+    cfg = ModelConfig(
+        preset="PSA",
+        image_size=8,
+        num_slots=3,
+        slot_dim=8,
+        encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
+        grouping_kwargs={"prune_tau": 0.2},
+        decoder_kwargs={"init_size": 4, "channels": [4, 4]},
+    )
+    no_ramp = SlotLightningModule(build_model(cfg), OptimConfig(), max_steps=20)
+    assert no_ramp.prune_tau_at(0) == pytest.approx(0.2)
+    model = build_model(cfg)
+    lit = SlotLightningModule(model, OptimConfig(prune_tau_steps=10, warmup_steps=0), max_steps=20)
+    assert [lit.prune_tau_at(s) for s in (0, 5, 10, 15)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
+    lit.optimizers = lambda use_pl_optimizer=False: torch.optim.SGD(model.parameters(), lr=0.1)
+    lit.log = lambda *args, **kwargs: None
+    lit.training_step({"image": torch.rand(2, 3, 8, 8)}, 0)  # global_step 0: no pruning yet
+    assert model.grouping.prune_tau == 0.0
+    assert lit.eval_model.grouping.prune_tau == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="prune_tau_steps must be >= 0"):
+        OptimConfig(prune_tau_steps=-1)

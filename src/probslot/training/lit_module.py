@@ -78,6 +78,8 @@ class SlotLightningModule(pl.LightningModule):
         self.optim_cfg = optim
         self.max_steps = max_steps
         self.ema = EMA(model, optim.ema_decay) if optim.ema_decay > 0 else None
+        # ARD inside EM: the configured threshold, which `prune_tau_steps` ramps up to in training
+        self.prune_tau = float(getattr(getattr(model, "grouping", None), "prune_tau", 0.0))
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
         self.last_grad_norm = float("nan")
 
@@ -148,8 +150,18 @@ class SlotLightningModule(pl.LightningModule):
         log_masks = out.masks[:, :, 0].clamp_min(1e-6).log()  # (b, k, H, W)
         return -(target * log_masks).sum(1).mean()
 
+    def prune_tau_at(self, step: int) -> float:
+        """The grouping's ARD threshold in training at optimiser step `step` (linear ramp)."""
+        steps = self.optim_cfg.prune_tau_steps
+        if self.prune_tau <= 0 or steps <= 0:
+            return self.prune_tau
+        return self.prune_tau * min(1.0, step / steps)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = self._images(batch)
+        if self.prune_tau > 0 and self.optim_cfg.prune_tau_steps > 0:
+            # only the trained copy ramps; the EMA copy (validation, export) keeps the full value
+            self.model.grouping.prune_tau = self.prune_tau_at(self.global_step)
         out = self.model(images)
         loss = self.nll(out, images)
         b = images.shape[0]
