@@ -311,8 +311,11 @@ def test_prune_tau_ramps_in_training_only() -> None:
     assert [lit.prune_tau_at(s) for s in (0, 5, 10, 15)] == pytest.approx([0.0, 0.1, 0.2, 0.2])
     lit.optimizers = lambda use_pl_optimizer=False: torch.optim.SGD(model.parameters(), lr=0.1)
     lit.log = lambda *args, **kwargs: None
+    seen: list[float] = []  # the threshold each grouping forward ran with
+    model.grouping.register_forward_pre_hook(lambda m, args: seen.append(m.prune_tau))
     lit.training_step({"image": torch.rand(2, 3, 8, 8)}, 0)  # global_step 0: no pruning yet
-    assert model.grouping.prune_tau == 0.0
+    assert seen == [0.0]
+    assert model.grouping.prune_tau == pytest.approx(0.2)  # restored after the forward pass
     assert lit.eval_model.grouping.prune_tau == pytest.approx(0.2)
     with pytest.raises(ValueError, match="prune_tau_steps must be >= 0"):
         OptimConfig(prune_tau_steps=-1)

@@ -26,6 +26,7 @@ from probslot.encoders.layers import (
     as_int_tuple,
     build_grid,
     cell_centres,
+    check_coord_dims,
     make_activation,
 )
 from probslot.typing import DecoderOutput
@@ -33,15 +34,7 @@ from probslot.typing import DecoderOutput
 __all__ = ["AdditiveDecoder", "BroadcastMLPDecoder", "SpatialBroadcastDecoder"]
 
 
-def _check_coord_dims(coord_dims: object, slot_dim: int) -> int:
-    if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
-        raise ValueError(
-            f"coord_dims must be 0 (absolute position code) or 2 (the slot's last two entries are "
-            f"its centre (y, x)); got {coord_dims!r}"
-        )
-    if slot_dim <= coord_dims:
-        raise ValueError(f"slot_dim must exceed coord_dims={coord_dims}; got {slot_dim}")
-    return int(coord_dims)
+_COORDS = "2 reads the slot's last two entries as its centre (y, x)"
 
 
 class RelativePositionEmbed(nn.Module):
@@ -116,7 +109,7 @@ class SpatialBroadcastDecoder(AdditiveDecoder):
     ) -> None:
         super().__init__()
         self.slot_dim = check_positive(slot_dim, "slot_dim")
-        self.coord_dims = _check_coord_dims(coord_dims, self.slot_dim)
+        self.coord_dims = check_coord_dims(coord_dims, self.slot_dim, "slot_dim", _COORDS)
         self.image_size = as_hw(image_size, "image_size")
         self.init_size = as_hw(init_size, "init_size")
         channels = as_int_tuple(channels, "channels")
@@ -164,7 +157,7 @@ class BroadcastMLPDecoder(AdditiveDecoder):
     ) -> None:
         super().__init__()
         self.slot_dim = check_positive(slot_dim, "slot_dim")
-        self.coord_dims = _check_coord_dims(coord_dims, self.slot_dim)
+        self.coord_dims = check_coord_dims(coord_dims, self.slot_dim, "slot_dim", _COORDS)
         self.image_size = as_hw(image_size, "image_size")
         widths = as_int_tuple(hidden, "hidden")
         self.slot_in = nn.Linear(slot_dim - self.coord_dims, widths[0])

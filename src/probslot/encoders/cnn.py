@@ -12,6 +12,7 @@ from probslot.encoders.layers import (
     as_hw,
     as_int_tuple,
     cell_centres,
+    check_coord_dims,
     make_activation,
 )
 from probslot.typing import EncoderOutput
@@ -64,16 +65,12 @@ class CNNEncoder(nn.Module):
         if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
             raise ValueError(f"out_dim must be a positive int; got {out_dim!r}")
         self.out_dim = out_dim
-        if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
-            raise ValueError(
-                f"coord_dims must be 0 (soft position embedding) or 2 (append each token's (y, x)); "
-                f"got {coord_dims!r}"
-            )
-        if out_dim <= coord_dims:
-            raise ValueError(
-                f"out_dim must exceed coord_dims={coord_dims} to leave room for features; got {out_dim}"
-            )
-        self.coord_dims = coord_dims
+        self.coord_dims = check_coord_dims(
+            coord_dims,
+            out_dim,
+            "out_dim",
+            "2 appends each token's (y, x) instead of the soft position embedding",
+        )
         self.in_channels = in_channels
         make_activation(activation)  # validates the name before any layer is built
         self.activation = activation

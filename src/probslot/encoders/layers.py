@@ -15,6 +15,7 @@ __all__ = [
     "as_int_tuple",
     "build_grid",
     "cell_centres",
+    "check_coord_dims",
     "make_activation",
 ]
 
@@ -85,6 +86,20 @@ def cell_centres(height: int, width: int, device=None, dtype=None) -> Tensor:
     xs = (torch.arange(width, device=device, dtype=dtype) + 0.5) * (2.0 / width) - 1.0
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")  # (h, w) each
     return torch.stack([gy, gx], dim=-1).reshape(height * width, 2)
+
+
+def check_coord_dims(coord_dims: object, size: int, size_name: str, meaning: str) -> int:
+    """`coord_dims` as 0 or 2 (positions in the mixture, see `cell_centres`), smaller than `size`.
+
+    `meaning` says what 2 does in the caller (named in the error), `size_name` what `size` is.
+    """
+    if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
+        raise ValueError(f"coord_dims must be 0 or 2 ({meaning}); got {coord_dims!r}")
+    if size <= coord_dims:
+        raise ValueError(
+            f"{size_name} must exceed coord_dims={coord_dims} to leave room for features; got {size}"
+        )
+    return int(coord_dims)
 
 
 class SoftPositionEmbed(nn.Module):

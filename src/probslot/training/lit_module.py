@@ -159,10 +159,17 @@ class SlotLightningModule(pl.LightningModule):
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = self._images(batch)
-        if self.prune_tau > 0 and self.optim_cfg.prune_tau_steps > 0:
-            # only the trained copy ramps; the EMA copy (validation, export) keeps the full value
-            self.model.grouping.prune_tau = self.prune_tau_at(self.global_step)
-        out = self.model(images)
+        tau = self.prune_tau_at(self.global_step)
+        if tau != self.prune_tau:
+            # the ramped threshold holds for this forward pass only, so validation and export
+            # (EMA copy or not) always see the configured value
+            self.model.grouping.prune_tau = tau
+            try:
+                out = self.model(images)
+            finally:
+                self.model.grouping.prune_tau = self.prune_tau
+        else:
+            out = self.model(images)
         loss = self.nll(out, images)
         b = images.shape[0]
         weight = self.aux_mask_weight(self.global_step)
