@@ -124,6 +124,8 @@ class EncodeTimer:
 
     def encode(self, images: torch.Tensor, num_slots: int | None = None) -> SlotPosterior:
         t = time.perf_counter()
+        # not an nn.Module, so fit() leaves the batch where the loader put it: move it here
+        images = images.to(next(self.model.parameters()).device)
         out = self.inner(images, num_slots)
         if images.is_cuda:
             torch.cuda.synchronize()

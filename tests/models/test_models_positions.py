@@ -1,5 +1,7 @@
 """Positions in the mixture (`coord_dims=2`): encoder, PSA and decoders together and alone."""
 
+import math
+
 import pytest
 import torch
 
@@ -193,7 +195,7 @@ def test_psa_positions_out_of_the_estep_group_by_appearance_and_still_give_centr
     coords = cell_centres(6, 6)
     feats = torch.randn(B, 36, 5)
     m = ProbabilisticSlotAttention(
-        3, 7, iters=3, variant="base", coord_dims=2, coords_in_estep=False, standardize=True
+        3, 7, iters=3, variant="base", coord_dims=2, coord_weight=0.0, standardize=True
     )
     with torch.no_grad():
         torch.manual_seed(5)
@@ -205,10 +207,73 @@ def test_psa_positions_out_of_the_estep_group_by_appearance_and_still_give_centr
     torch.testing.assert_close(post.mu[..., -2:], a_hat @ coords, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(moved.mu[..., -2:], a_hat @ coords.flip(0), atol=1e-5, rtol=1e-5)
     # with positions in the E-step the same swap changes the grouping
-    m.coords_in_estep = True
+    m.coord_weight = 1.0
     with torch.no_grad():
         torch.manual_seed(5)
         a = m(torch.cat([feats, coords.expand(B, -1, -1)], -1)).attn
         torch.manual_seed(5)
         b = m(torch.cat([feats, coords.flip(0).expand(B, -1, -1)], -1)).attn
     assert (a - b).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.3, 1.0])
+def test_psa_coord_weight_is_a_power_likelihood_on_the_positions(weight):
+    """E-step responsibilities against a dense formula written here:
+    A_nk ∝ [π_k N(app_n; μ_k, σ_k²) N(pos_n; μ_k, σ_k²)^w]^{1/T}."""
+    torch.manual_seed(6)
+    n, d_app, k, temp = 25, 4, 3, 1.7
+    coords = cell_centres(5, 5)  # (n, 2)
+    tokens = torch.cat([torch.randn(B, n, d_app), coords.expand(B, -1, -1)], -1).double()
+    m = ProbabilisticSlotAttention(
+        k,
+        d_app + 2,
+        iters=1,
+        variant="base",
+        coord_dims=2,
+        coord_weight=weight,
+        query_proj=False,
+        init="standard",
+        temperature=temp,
+    ).double()
+    mu0 = torch.randn(B, k, d_app + 2, dtype=torch.float64)
+    var0 = torch.rand(B, k, d_app + 2, dtype=torch.float64) + 0.2
+    log_pi0 = torch.log_softmax(torch.randn(B, k, dtype=torch.float64), -1)
+    m.initial_state = lambda *args: (mu0, var0, log_pi0)
+    with torch.no_grad():
+        attn = m(tokens).attn  # (B, k, n)
+
+    z = torch.cat([m.norm_inputs(tokens[..., :-2]), tokens[..., -2:]], -1)  # what EM sees
+    # per-feature Gaussian log densities (B, k, n, D), then the weighted sum over features
+    log_n = -0.5 * (
+        (z[:, None] - mu0[:, :, None]).square() / var0[:, :, None]
+        + var0[:, :, None].log()
+        + math.log(2 * math.pi)
+    )
+    per_feature = torch.tensor([1.0] * d_app + [weight] * 2, dtype=torch.float64)
+    logits = (log_pi0[..., None] + (log_n * per_feature).sum(-1)) / temp
+    torch.testing.assert_close(attn, torch.softmax(logits, dim=1), atol=1e-10, rtol=1e-8)
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "0.5"])
+def test_psa_rejects_coord_weight_outside_unit_interval(bad):
+    with pytest.raises(ValueError, match="coord_weight must be a float in \\[0, 1\\]"):
+        ProbabilisticSlotAttention(3, 7, variant="base", coord_dims=2, coord_weight=bad)
+
+
+def test_replicate_padding_keeps_a_plain_background_plain_up_to_the_border():
+    torch.manual_seed(7)
+    plain = torch.full((1, 3, 16, 16), -1.0)  # a black image, normalised
+    kwargs = dict(channels=(6, 6), kernel_sizes=(5, 3), strides=(2, 1), out_dim=9, coord_dims=2)
+    replicate = CNNEncoder(**kwargs, padding_mode="replicate")
+    zeros = CNNEncoder(**kwargs)
+    zeros.load_state_dict(replicate.state_dict())  # same weights, only the padding differs
+    with torch.no_grad():
+        feats = replicate(plain).tokens[0, :, :-2]  # (n, 7) appearance features
+        feats_zeros = zeros(plain).tokens[0, :, :-2]
+    torch.testing.assert_close(feats, feats[:1].expand_as(feats))  # every token alike
+    assert (feats_zeros - feats_zeros.mean(0)).abs().max() > 1e-2  # zeros: the border differs
+
+
+def test_encoder_rejects_unknown_padding_mode():
+    with pytest.raises(ValueError, match="padding_mode must be one of"):
+        CNNEncoder(channels=(4,), kernel_sizes=(3,), strides=(1,), padding_mode="edge")

@@ -44,6 +44,13 @@ class CNNEncoder(nn.Module):
     weighted centre of its tokens, and a decoder with ``coord_dims=2`` draws each slot around that
     centre (docs/training.md, "Positions in the mixture"). 0 (default) is the paper's encoder.
 
+    ``padding_mode`` is the convolutions' border padding (PyTorch's ``"zeros"``, ``"replicate"``,
+    ``"reflect"`` or ``"circular"``). Zeros (default, the authors') make tokens at the image
+    border differ from interior tokens of the same plain background, since the normalised
+    background (e.g. black = −1) is not 0; PSA then gives the border a slot of its own (measured:
+    spare slots take frames and bands of background). ``"replicate"`` keeps a plain background
+    plain up to the border, so the features are translation-equivariant there too.
+
     forward(images (b, 3, H, W), already normalised) → EncoderOutput(tokens (b, h·w, D), grid (h, w)).
     """
 
@@ -56,6 +63,7 @@ class CNNEncoder(nn.Module):
         activation: str = "leaky_relu",
         in_channels: int = 3,
         coord_dims: int = 0,
+        padding_mode: str = "zeros",
     ) -> None:
         super().__init__()
         self.channels = as_int_tuple(channels, "channels")
@@ -71,6 +79,10 @@ class CNNEncoder(nn.Module):
             "out_dim",
             "2 appends each token's (y, x) instead of the soft position embedding",
         )
+        modes = ("zeros", "replicate", "reflect", "circular")
+        if padding_mode not in modes:
+            raise ValueError(f"padding_mode must be one of {list(modes)}; got {padding_mode!r}")
+        self.padding_mode = padding_mode
         self.in_channels = in_channels
         make_activation(activation)  # validates the name before any layer is built
         self.activation = activation
@@ -79,7 +91,7 @@ class CNNEncoder(nn.Module):
         width = in_channels
         for ch, ks, st in zip(self.channels, self.kernel_sizes, self.strides):
             layers += [
-                nn.Conv2d(width, ch, ks, stride=st, padding=ks // 2),
+                nn.Conv2d(width, ch, ks, stride=st, padding=ks // 2, padding_mode=padding_mode),
                 make_activation(activation),
             ]
             width = ch

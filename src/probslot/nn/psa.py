@@ -90,9 +90,14 @@ class ProbabilisticSlotAttention(nn.Module):
       the input LayerNorm (which would mix them with the appearance features), so each slot's
       Gaussian covers appearance and position: the last ``coord_dims`` entries of μ are exactly the
       responsibility-weighted centre of the slot's tokens and those of σ² its spatial spread.
-      0 (default) is the paper's algorithm. ``coords_in_estep=False`` keeps the positions out of
-      the E-step: tokens are grouped by appearance alone, and the M-step still gives every slot
-      its centre and spread (as invariant slot attention computes slot positions).
+      0 (default) is the paper's algorithm. ``coord_weight`` w ∈ [0, 1] is the power of the
+      positions' likelihood in the E-step, A_nk ∝ π_k N(appearance) N(position)^w, a power
+      likelihood on those features alone (the M-step is unchanged): 1 (default) is plain EM on
+      all features; w < 1 lets one slot cover a wide region (a background) at a smaller cost
+      against slots that each take a compact piece of it, since a Gaussian over positions fits
+      a uniform spread poorly; 0 keeps the positions out of the E-step (tokens grouped by
+      appearance alone, as invariant slot attention computes slot positions), and the M-step
+      still gives every slot its centre and spread.
 
     Args:
         num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
@@ -122,7 +127,7 @@ class ProbabilisticSlotAttention(nn.Module):
         prune_tau: float = 0.0,
         standardize: bool = False,
         coord_dims: int = 0,
-        coords_in_estep: bool = True,
+        coord_weight: float = 1.0,
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
@@ -164,7 +169,13 @@ class ProbabilisticSlotAttention(nn.Module):
                 f"got {coord_dims}"
             )
         self.coord_dims = coord_dims
-        self.coords_in_estep = bool(coords_in_estep)
+        if not (
+            isinstance(coord_weight, (int, float))
+            and not isinstance(coord_weight, bool)
+            and 0.0 <= coord_weight <= 1.0
+        ):
+            raise ValueError(f"coord_weight must be a float in [0, 1]; got {coord_weight!r}")
+        self.coord_weight = float(coord_weight)
         self.variant: Variant = variant
         self.variance: Variance = variance
         self.init: Init = init
@@ -273,19 +284,28 @@ class ProbabilisticSlotAttention(nn.Module):
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
         mu, var, log_pi = self.initial_state(b, k, inputs.device, param_dtype)
 
+        c, w = self.coord_dims, self.coord_weight
         scored = self.slot_dim  # features the E-step scores (all but E-step-free positions)
-        if self.coord_dims and not self.coords_in_estep:
-            scored -= self.coord_dims
+        if c and w == 0.0:
+            scored -= c
             keys, keys_sq = keys[..., :scored], keys_sq[..., :scored]
         step = None
         for _ in range(self.iters):
             query = self.to_q(self.norm_slots(mu))  # (b, k, d) in key space
+            var_e, log_pi_e = var[..., :scored], log_pi
+            if c and 0.0 < w < 1.0:
+                # N(x; m, σ²)^w = N(x; m, σ²/w) · (σ²)^{(1−w)/2} · const: the power likelihood
+                # is the E-step with the positions' variance divided by w, plus a per-slot term
+                # that joins log π (both are tempered alike)
+                pos_var = var[..., -c:].clamp_min(self.min_var)  # (b, k, c)
+                var_e = torch.cat([var[..., :-c], pos_var / w], dim=-1)
+                log_pi_e = log_pi + 0.5 * (1.0 - w) * pos_var.log().sum(-1)
             step = em_step(
                 keys,
                 values,
                 query[..., :scored],
-                var[..., :scored],
-                log_pi,
+                var_e,
+                log_pi_e,
                 mask,
                 min_var=self.min_var,
                 variance=self.variance,
