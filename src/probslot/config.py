@@ -90,6 +90,14 @@ class OptimConfig:
                        (0 = the full value from the first step). Validation and export always
                        use the configured value. Pruning from step 0 drops the slots of small
                        objects before the encoder has learned to separate them (docs/pruning.md).
+        temperature_start: deterministic annealing of PSA's tempered E-step: training starts at
+                       this temperature and moves geometrically to the grouping's configured
+                       ``temperature`` over ``temperature_steps`` steps (0 = off: the configured
+                       value throughout). Validation and export always use the configured value.
+                       A high start keeps one slot from taking every token early in training; a
+                       lower end gives sharper responsibilities, so a plain background stays in
+                       one slot instead of being shared by several (docs/pruning.md).
+        temperature_steps: length of that anneal in optimiser steps.
     """
 
     lr: float = 2e-4
@@ -106,6 +114,8 @@ class OptimConfig:
     aux_pi_weight: float = 0.0
     aux_pi_steps: int = 0
     prune_tau_steps: int = 0
+    temperature_start: float = 0.0
+    temperature_steps: int = 0
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}. Use e.g. optim.lr=2e-4")
@@ -144,6 +154,20 @@ class OptimConfig:
         _check(
             self.prune_tau_steps >= 0,
             f"optim.prune_tau_steps must be >= 0 (0 = no ramp); got {self.prune_tau_steps}",
+        )
+        _check(
+            self.temperature_start >= 0,
+            f"optim.temperature_start must be >= 0 (0 = no anneal); got {self.temperature_start}",
+        )
+        _check(
+            self.temperature_steps >= 0,
+            f"optim.temperature_steps must be >= 0; got {self.temperature_steps}",
+        )
+        _check(
+            (self.temperature_start > 0) == (self.temperature_steps > 0),
+            "optim.temperature_start and optim.temperature_steps go together (an anneal needs "
+            f"both > 0, none needs both 0); got temperature_start={self.temperature_start}, "
+            f"temperature_steps={self.temperature_steps}",
         )
 
 

@@ -70,3 +70,45 @@ def test_autoencoder_skips_slots_pruned_inside_em() -> None:
 def test_prune_tau_out_of_range_is_rejected() -> None:
     with pytest.raises(ValueError, match=r"tau must be in \[0, 1\).*got 1.5"):
         ProbabilisticSlotAttention(3, 8, prune_tau=1.5)
+
+
+def _two_clusters(seed: int = 5) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centres = 3.0 * torch.randn(2, 8, generator=g)
+    labels = torch.randint(0, 2, (3, 40), generator=g)
+    return centres[labels] + 0.2 * torch.randn(3, 40, 8, generator=g)
+
+
+def test_prune_start_at_the_last_iteration_only_thresholds_the_final_weights() -> None:
+    x = _two_clusters()
+    plain = ProbabilisticSlotAttention(5, 8, iters=4, variant="base")
+    late = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=4)
+    late.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(2)
+        a = plain(x)
+        torch.manual_seed(2)
+        b = late(x)
+    # three plain iterations and a plain fourth M-step: the same means, variances, attention
+    torch.testing.assert_close(b.mu, a.mu)
+    torch.testing.assert_close(b.attn, a.attn)
+    torch.testing.assert_close(b.pi, _prune_weights(a.pi, 0.1))
+
+
+def test_prune_start_before_the_last_iteration_hands_pruned_tokens_to_survivors() -> None:
+    x = _two_clusters()
+    m = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=3)
+    with torch.no_grad():
+        torch.manual_seed(2)
+        post = m(x)
+    dead = post.pi == 0
+    assert dead.any()
+    # a slot pruned after iteration 3 takes no token in iteration 4's E-step
+    assert post.attn[dead].abs().max() < 1e-6
+    torch.testing.assert_close(post.attn.sum(1), torch.ones(3, 40))
+
+
+@pytest.mark.parametrize("bad", [0, 5, 1.5])
+def test_prune_start_outside_the_iterations_is_rejected(bad) -> None:
+    with pytest.raises(ValueError, match="prune_start"):
+        ProbabilisticSlotAttention(5, 8, iters=4, prune_tau=0.1, prune_start=bad)

@@ -183,6 +183,9 @@ def test_prune_analysis_matches_a_direct_computation():
     assert r.mae_with_background == pytest.approx(slot_count_mae(kept, obj, "with_background"))
     assert r.mae_objects_only == pytest.approx(slot_count_mae(kept, obj, "objects_only"))
     assert report.mean_objects == pytest.approx(obj.double().mean().item())
+    # the constant baseline: the best single answer, found by trying every count
+    best = min((obj.double() - c).abs().mean().item() for c in range(int(obj.max()) + 2))
+    assert report.constant_mae == pytest.approx(best)
     # FLOPs saved: per-image decoder FLOPs scale with kept slots (up to the position embedding)
     assert r.decoder_flops_saved == pytest.approx(1 - kept.sum().item() / (7 * K), abs=0.02)
     assert 0 < r.model_flops_saved < r.decoder_flops_saved

@@ -319,3 +319,55 @@ def test_prune_tau_ramps_in_training_only() -> None:
     assert lit.eval_model.grouping.prune_tau == pytest.approx(0.2)
     with pytest.raises(ValueError, match="prune_tau_steps must be >= 0"):
         OptimConfig(prune_tau_steps=-1)
+
+
+def test_temperature_anneals_geometrically_in_training_only() -> None:
+    """`optim.temperature_start`: the trained copy's E-step temperature moves geometrically to
+    the configured value; the EMA copy keeps the configured value throughout."""
+    from probslot.models import ModelConfig, build_model
+
+    cfg = ModelConfig(
+        preset="PSA",
+        image_size=8,
+        num_slots=3,
+        slot_dim=8,
+        encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
+        grouping_kwargs={"temperature": 2.0},
+        decoder_kwargs={"init_size": 4, "channels": [4, 4]},
+    )
+    model = build_model(cfg)
+    optim = OptimConfig(temperature_start=8.0, temperature_steps=10, warmup_steps=0)
+    lit = SlotLightningModule(model, optim, max_steps=20)
+    # 8 → 2 geometrically: 8, 4 (halfway), 2, then 2
+    assert [lit.temperature_at(s) for s in (0, 5, 10, 15)] == pytest.approx([8.0, 4.0, 2.0, 2.0])
+    lit.optimizers = lambda use_pl_optimizer=False: torch.optim.SGD(model.parameters(), lr=0.1)
+    lit.log = lambda *args, **kwargs: None
+    seen: list[float] = []
+    model.grouping.register_forward_pre_hook(lambda m, args: seen.append(m.temperature))
+    lit.training_step({"image": torch.rand(2, 3, 8, 8)}, 0)
+    assert seen == pytest.approx([8.0])
+    assert model.grouping.temperature == pytest.approx(2.0)  # restored after the forward pass
+    assert lit.eval_model.grouping.temperature == pytest.approx(2.0)
+    off = SlotLightningModule(build_model(cfg), OptimConfig(), max_steps=20)
+    assert off.temperature_at(0) == pytest.approx(2.0)
+
+
+def test_temperature_anneal_bad_settings_are_rejected() -> None:
+    from probslot.models import ModelConfig, build_model
+
+    with pytest.raises(ValueError, match="temperature_start must be >= 0"):
+        OptimConfig(temperature_start=-1.0, temperature_steps=5)
+    with pytest.raises(ValueError, match="go together"):
+        OptimConfig(temperature_start=4.0)
+    sa = build_model(
+        ModelConfig(
+            preset="SA",
+            image_size=8,
+            num_slots=3,
+            slot_dim=8,
+            encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
+            decoder_kwargs={"init_size": 4, "channels": [4, 4]},
+        )
+    )
+    with pytest.raises(ValueError, match="has no temperature"):
+        SlotLightningModule(sa, OptimConfig(temperature_start=4.0, temperature_steps=5), 20)

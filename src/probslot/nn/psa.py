@@ -76,7 +76,11 @@ class ProbabilisticSlotAttention(nn.Module):
     * ``temperature``: tempered E-step (π N)^{1/T} (deterministic annealing); 1 is the paper.
     * ``prune_tau``: ARD inside EM: after every iteration, slots with π < prune_tau get π = 0
       (the largest slot is always kept) and the rest are renormalised, so a pruned slot claims
-      no tokens in later iterations. 0 (default) is the paper's algorithm.
+      no tokens in later iterations. 0 (default) is the paper's algorithm. ``prune_start`` s
+      (1-based, default 1) delays it: ARD applies after iterations s, …, T only, so the first
+      s − 1 iterations are plain EM and every slot can settle on its tokens before its weight
+      is judged; s = T − 1 prunes once the mixture has converged and lets the survivors take the
+      pruned slots' tokens in one last iteration.
     * ``standardize``: run EM on each image's keys and values standardised per feature (zero
       mean, unit variance over the image's real tokens; statistics without gradient) and map μ,
       σ² back afterwards. A diagonal-Gaussian mixture is equivariant to such per-feature affine
@@ -125,6 +129,7 @@ class ProbabilisticSlotAttention(nn.Module):
         proj_init: ProjInit = "em",
         temperature: float = 1.0,
         prune_tau: float = 0.0,
+        prune_start: int = 1,
         standardize: bool = False,
         coord_dims: int = 0,
         coord_weight: float = 1.0,
@@ -146,6 +151,11 @@ class ProbabilisticSlotAttention(nn.Module):
             raise ValueError(f"temperature must be a positive float; got {temperature!r}")
         self.temperature = float(temperature)
         self.prune_tau = check_tau(prune_tau)
+        self.prune_start = check_positive_int("prune_start", prune_start)
+        if self.prune_start > self.iters:
+            raise ValueError(
+                f"prune_start must be an iteration in [1, iters={self.iters}]; got {prune_start}"
+            )
         self.standardize = bool(standardize)
         if not (
             isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
@@ -290,7 +300,7 @@ class ProbabilisticSlotAttention(nn.Module):
             scored -= c
             keys, keys_sq = keys[..., :scored], keys_sq[..., :scored]
         step = None
-        for _ in range(self.iters):
+        for it in range(1, self.iters + 1):
             query = self.to_q(self.norm_slots(mu))  # (b, k, d) in key space
             var_e, log_pi_e = var[..., :scored], log_pi
             if c and 0.0 < w < 1.0:
@@ -323,7 +333,7 @@ class ProbabilisticSlotAttention(nn.Module):
             if self.mlp is not None:
                 new_mu = self.mlp(new_mu)
             mu, var, pi = new_mu, step.var, step.pi
-            if self.prune_tau > 0:
+            if self.prune_tau > 0 and it >= self.prune_start:
                 pi = _prune_weights(pi, self.prune_tau)
             # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
             log_pi = pi.clamp_min(torch.finfo(pi.dtype).tiny).log()

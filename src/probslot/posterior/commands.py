@@ -350,7 +350,8 @@ def prune(
         table,
         f"# ARD pruning sweep: {paths.root.name}, {split} split, {report.num_images} images, "
         f"K = {report.num_slots}\n\nHeadline MAE convention: background counts as a slot "
-        f"(target = objects + 1).\n\n{report.to_markdown()}",
+        f"(target = objects + 1). Always answering the median count would score MAE "
+        f"{report.constant_mae:.3f}.\n\n{report.to_markdown()}",
     )
     atomic_write_text(out_dir / "sweep.csv", report.to_csv())
     written = [table, out_dir / "sweep.csv"]

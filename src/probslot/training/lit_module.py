@@ -78,8 +78,16 @@ class SlotLightningModule(pl.LightningModule):
         self.optim_cfg = optim
         self.max_steps = max_steps
         self.ema = EMA(model, optim.ema_decay) if optim.ema_decay > 0 else None
+        grouping = getattr(model, "grouping", None)
         # ARD inside EM: the configured threshold, which `prune_tau_steps` ramps up to in training
-        self.prune_tau = float(getattr(getattr(model, "grouping", None), "prune_tau", 0.0))
+        self.prune_tau = float(getattr(grouping, "prune_tau", 0.0))
+        # the E-step temperature that `temperature_start` anneals to in training
+        if optim.temperature_start > 0 and not hasattr(grouping, "temperature"):
+            raise ValueError(
+                "optim.temperature_start anneals PSA's tempered E-step, but the model's grouping "
+                f"({type(grouping).__name__}) has no temperature; set optim.temperature_start=0"
+            )
+        self.temperature = float(getattr(grouping, "temperature", 1.0))
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
         self.last_grad_norm = float("nan")
 
@@ -157,19 +165,38 @@ class SlotLightningModule(pl.LightningModule):
             return self.prune_tau
         return self.prune_tau * min(1.0, step / steps)
 
+    def temperature_at(self, step: int) -> float:
+        """The grouping's E-step temperature in training at optimiser step `step` (geometric
+        anneal from ``optim.temperature_start`` to the configured value)."""
+        start, steps = self.optim_cfg.temperature_start, self.optim_cfg.temperature_steps
+        if start <= 0 or steps <= 0:
+            return self.temperature
+        frac = min(1.0, step / steps)
+        return math.exp((1.0 - frac) * math.log(start) + frac * math.log(self.temperature))
+
+    def _scheduled_forward(self, images: Tensor) -> AutoencoderOutput:
+        """The training forward pass with the scheduled ARD threshold and E-step temperature;
+        they hold for this pass only, so validation and export (EMA copy or not) always see
+        the configured values."""
+        changes = {
+            "prune_tau": (self.prune_tau_at(self.global_step), self.prune_tau),
+            "temperature": (self.temperature_at(self.global_step), self.temperature),
+        }
+        changes = {k: v for k, v in changes.items() if v[0] != v[1]}
+        if not changes:
+            return self.model(images)
+        grouping = self.model.grouping
+        for name, (value, _) in changes.items():
+            setattr(grouping, name, value)
+        try:
+            return self.model(images)
+        finally:
+            for name, (_, configured) in changes.items():
+                setattr(grouping, name, configured)
+
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = self._images(batch)
-        tau = self.prune_tau_at(self.global_step)
-        if tau != self.prune_tau:
-            # the ramped threshold holds for this forward pass only, so validation and export
-            # (EMA copy or not) always see the configured value
-            self.model.grouping.prune_tau = tau
-            try:
-                out = self.model(images)
-            finally:
-                self.model.grouping.prune_tau = self.prune_tau
-        else:
-            out = self.model(images)
+        out = self._scheduled_forward(images)
         loss = self.nll(out, images)
         b = images.shape[0]
         weight = self.aux_mask_weight(self.global_step)
