@@ -112,3 +112,82 @@ def test_prune_start_before_the_last_iteration_hands_pruned_tokens_to_survivors(
 def test_prune_start_outside_the_iterations_is_rejected(bad) -> None:
     with pytest.raises(ValueError, match="prune_start"):
         ProbabilisticSlotAttention(5, 8, iters=4, prune_tau=0.1, prune_start=bad)
+
+
+# ---------------------------------------------------------------------- merging inside EM
+def test_merge_slots_joins_coinciding_appearance_and_moment_matches() -> None:
+    from probslot.nn.psa import _merge_slots
+
+    # slots 0 and 2 share their appearance (first 3 features) and differ in position (last 2)
+    mu = torch.tensor(
+        [[[1.0, 2.0, 3.0, -0.5, 0.5], [5.0, -1.0, 0.0, 0.0, 0.0], [1.0, 2.0, 3.0, 0.5, -0.5]]]
+    )
+    var = torch.tensor(
+        [[[0.5, 0.5, 0.5, 0.1, 0.1], [1.0, 1.0, 1.0, 0.2, 0.2], [0.5, 0.5, 0.5, 0.3, 0.1]]]
+    )
+    pi = torch.tensor([[0.3, 0.5, 0.2]])
+    new_mu, new_var, new_pi = _merge_slots(mu, var, pi, dist=0.1, app_dims=3, min_var=1e-6)
+    torch.testing.assert_close(new_pi, torch.tensor([[0.5, 0.5, 0.0]]))  # 0 (larger π) is the root
+    w = torch.tensor([0.3, 0.2]) / 0.5
+    pair_mu, pair_var = mu[0, [0, 2]], var[0, [0, 2]]
+    mean = (w[:, None] * pair_mu).sum(0)
+    second = (w[:, None] * (pair_var + pair_mu.square())).sum(0) - mean.square()
+    torch.testing.assert_close(new_mu[0, 0], mean)
+    torch.testing.assert_close(new_var[0, 0], second)
+    torch.testing.assert_close(new_mu[0, 1], mu[0, 1])  # a distinct slot is untouched
+    torch.testing.assert_close(new_var[0, 1], var[0, 1])
+
+
+def test_merge_slots_follows_chains_to_one_root_and_leaves_dead_slots_dead() -> None:
+    from probslot.nn.psa import _merge_slots
+
+    # appearance 0.0, 0.3, 0.6 in one feature, unit variances: neighbours are 0.045 apart,
+    # the ends 0.18; with dist 0.1 slot 2 joins 1 and 1 joins 0 (largest π): one group
+    mu = torch.tensor([[[0.0], [0.3], [0.6], [9.0]]])
+    var = torch.ones(1, 4, 1)
+    pi = torch.tensor([[0.5, 0.3, 0.2, 0.0]])  # slot 3 is dead
+    new_mu, _, new_pi = _merge_slots(mu, var, pi, dist=0.1, app_dims=1, min_var=1e-6)
+    torch.testing.assert_close(new_pi, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    torch.testing.assert_close(new_mu[0, 0, 0], torch.tensor(0.5 * 0.0 + 0.3 * 0.3 + 0.2 * 0.6))
+    torch.testing.assert_close(new_mu[0, 3], mu[0, 3])
+    # nothing within dist: the inputs come back unchanged
+    same = _merge_slots(mu, var, pi, dist=0.01, app_dims=1, min_var=1e-6)
+    assert same[2] is pi
+
+
+def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:
+    from probslot.encoders.layers import cell_centres
+
+    # one plain background (all tokens alike in appearance) over a 6×6 grid
+    g = torch.Generator().manual_seed(3)
+    tokens = torch.cat(
+        [0.01 * torch.randn(2, 36, 4, generator=g), cell_centres(6, 6).expand(2, -1, -1)], -1
+    )
+    kwargs = dict(iters=4, variant="base", coord_dims=2, standardize=True)
+    plain = ProbabilisticSlotAttention(4, 6, **kwargs)
+    merged = ProbabilisticSlotAttention(4, 6, **kwargs, merge_dist=1.0, merge_start=3)
+    merged.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(0)
+        a = plain(tokens)
+        torch.manual_seed(0)
+        b = merged(tokens)
+    assert (a.pi > 0.05).sum(1).min() >= 2  # plain EM splits the background by position
+    assert ((b.pi > 0).sum(1) == 1).all()  # merging keeps one slot for it
+    torch.testing.assert_close(b.pi.sum(-1), torch.ones(2))
+    # the same first three iterations alone: the slots merged away after iteration 3 ...
+    three = ProbabilisticSlotAttention(4, 6, **{**kwargs, "iters": 3}, merge_dist=1.0)
+    three.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        torch.manual_seed(0)
+        dead = three(tokens).pi == 0
+    assert dead.any()
+    assert b.attn[dead].abs().max() < 1e-6  # ... claim no token in iteration 4
+
+
+def test_merge_settings_are_validated() -> None:
+    with pytest.raises(ValueError, match="merge_dist must be a float >= 0"):
+        ProbabilisticSlotAttention(3, 8, merge_dist=-1.0)
+    with pytest.raises(ValueError, match="merge_start"):
+        ProbabilisticSlotAttention(3, 8, iters=3, merge_dist=1.0, merge_start=4)
+    assert ProbabilisticSlotAttention(3, 8, iters=3, merge_dist=1.0).merge_start == 3

@@ -313,3 +313,47 @@ def test_threshold_mode_on_an_em_pruned_model_decodes_only_its_survivors():
     assert report.baseline_mse == pytest.approx(mse, rel=1e-9)
     with pytest.raises(TypeError, match="in_em must be True, False or None"):
         prune_analysis(model, batches, in_em="yes")
+
+
+def test_in_em_mode_with_merging_compares_against_plain_em_and_restores_merge_dist():
+    model = tiny_model(grouping_kwargs={"merge_dist": 5.0})
+    batches = sprite_batches(num=4, batch=4)
+    images = batches[0]["image"]
+    torch.manual_seed(6)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    torch.manual_seed(6)
+    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1)  # in_em=None
+    assert report.in_em and model.grouping.merge_dist == 5.0
+    # the baseline: plain EM, no merging, all K slots decoded
+    model.grouping.merge_dist = 0.0
+    _, _, base = _direct_in_em(model, images, 0.0, seed)
+    model.grouping.merge_dist = 5.0
+    base_mse = (base.recon.double() - images.double()).square().mean().item()
+    assert report.baseline_mse == pytest.approx(base_mse, rel=1e-9)
+    # τ = 0 with merging: the model's own merged forward, survivors decoded
+    post, keep, out = _direct_in_em(model, images, 0.0, seed)
+    assert (~keep).any(), "merge_dist = 5 must merge some slots of an untrained model"
+    r0 = report.at(0.0)
+    assert r0.mean_kept == pytest.approx(keep.sum(1).double().mean().item())
+    mse = (out.recon.double() - images.double()).square().mean().item()
+    assert r0.mse == pytest.approx(mse, rel=1e-9)
+
+
+def test_merge_dist_at_inference_overrides_the_model_and_is_restored():
+    model = tiny_model()  # trained without merging
+    batches = sprite_batches(num=4, batch=4)
+    images = batches[0]["image"]
+    torch.manual_seed(7)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    torch.manual_seed(7)
+    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=5.0)
+    assert report.in_em and model.grouping.merge_dist == 0.0  # restored
+    model.grouping.merge_dist = 5.0
+    _, keep, _ = _direct_in_em(model, images, 0.0, seed)
+    model.grouping.merge_dist = 0.0
+    assert (~keep).any()
+    assert report.at(0.0).mean_kept == pytest.approx(keep.sum(1).double().mean().item())
+    with pytest.raises(ValueError, match="needs in-EM mode"):
+        prune_analysis(model, batches, merge_dist=1.0, in_em=False)
+    with pytest.raises(ValueError, match="merge_dist must be a float >= 0"):
+        prune_analysis(model, batches, merge_dist=-1.0)

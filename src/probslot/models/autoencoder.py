@@ -188,9 +188,11 @@ class SlotAutoencoder(nn.Module):
         return F.interpolate(maps, size=self.image_size, mode="bilinear", align_corners=False)
 
     def em_survivors(self, grouping: Grouping) -> Tensor | None:
-        """(b, k) bool: the slots ARD inside EM left alive (π > 0) when the grouping prunes
-        (``prune_tau > 0``), else None (every slot). Pruned slots are not decoded."""
-        if getattr(self.grouping, "prune_tau", 0.0) > 0:
+        """(b, k) bool: the slots ARD inside EM left alive (π > 0) when the grouping prunes or
+        merges (``prune_tau > 0`` or ``merge_dist > 0``), else None (every slot). Pruned and
+        merged-away slots are not decoded."""
+        g = self.grouping
+        if getattr(g, "prune_tau", 0.0) > 0 or getattr(g, "merge_dist", 0.0) > 0:
             return grouping.pi > 0
         return None
 

@@ -81,6 +81,16 @@ class ProbabilisticSlotAttention(nn.Module):
       s − 1 iterations are plain EM and every slot can settle on its tokens before its weight
       is judged; s = T − 1 prunes once the mixture has converged and lets the survivors take the
       pruned slots' tokens in one last iteration.
+    * ``merge_dist``: merging inside EM, after iterations ``merge_start``, …, T (default: after
+      the last one only; early iterations must not merge, since every slot starts near the
+      others with a broad variance and all would become one): after such an iteration,
+      slots whose Gaussians nearly coincide in appearance — mean over the appearance features
+      (all but the last ``coord_dims``) of (μ_i − μ_j)² / (σ_i² + σ_j²) below ``merge_dist`` —
+      become one: the slot with the largest π takes the others' weight, and its mean and
+      variance are the moment-matched ones of the group; the others get π = 0 and, like pruned
+      slots, claim no tokens afterwards and are not decoded. Two pieces of one plain background
+      are such a pair (with positions in the mixture only their positions differ), so the
+      background keeps one slot and Eq. 7 can count. 0 (default) is the paper's algorithm.
     * ``standardize``: run EM on each image's keys and values standardised per feature (zero
       mean, unit variance over the image's real tokens; statistics without gradient) and map μ,
       σ² back afterwards. A diagonal-Gaussian mixture is equivariant to such per-feature affine
@@ -130,6 +140,8 @@ class ProbabilisticSlotAttention(nn.Module):
         temperature: float = 1.0,
         prune_tau: float = 0.0,
         prune_start: int = 1,
+        merge_dist: float = 0.0,
+        merge_start: int | None = None,
         standardize: bool = False,
         coord_dims: int = 0,
         coord_weight: float = 1.0,
@@ -152,6 +164,20 @@ class ProbabilisticSlotAttention(nn.Module):
         self.temperature = float(temperature)
         self.prune_tau = check_tau(prune_tau)
         self.prune_start = check_positive_int("prune_start", prune_start)
+        if not (
+            isinstance(merge_dist, (int, float))
+            and not isinstance(merge_dist, bool)
+            and merge_dist >= 0
+        ):
+            raise ValueError(f"merge_dist must be a float >= 0 (0 = off); got {merge_dist!r}")
+        self.merge_dist = float(merge_dist)
+        self.merge_start = check_positive_int(
+            "merge_start", self.iters if merge_start is None else merge_start
+        )
+        if self.merge_start > self.iters:
+            raise ValueError(
+                f"merge_start must be an iteration in [1, iters={self.iters}]; got {merge_start}"
+            )
         if self.prune_start > self.iters:
             raise ValueError(
                 f"prune_start must be an iteration in [1, iters={self.iters}]; got {prune_start}"
@@ -333,6 +359,10 @@ class ProbabilisticSlotAttention(nn.Module):
             if self.mlp is not None:
                 new_mu = self.mlp(new_mu)
             mu, var, pi = new_mu, step.var, step.pi
+            if self.merge_dist > 0 and it >= self.merge_start:
+                mu, var, pi = _merge_slots(
+                    mu, var, pi, self.merge_dist, self.slot_dim - c, self.min_var
+                )
             if self.prune_tau > 0 and it >= self.prune_start:
                 pi = _prune_weights(pi, self.prune_tau)
             # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
@@ -355,3 +385,37 @@ def _prune_weights(pi: Tensor, tau: float) -> Tensor:
     keep = (pi >= tau).scatter(-1, top, True)
     pruned = pi * keep
     return pruned / pruned.sum(-1, keepdim=True)
+
+
+def _merge_slots(
+    mu: Tensor, var: Tensor, pi: Tensor, dist: float, app_dims: int, min_var: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Merge live slots whose appearance Gaussians nearly coincide (see ``merge_dist``).
+
+    mu, var (b, k, d), pi (b, k). Slot j joins the live slot of largest π among those within
+    `dist` of it (itself included); pointers are followed until every group has one root. The
+    root gets the group's total π and its moment-matched mean and variance; the others π = 0.
+    """
+    b, k, d = mu.shape
+    app_mu, app_var = mu[..., :app_dims], var[..., :app_dims]
+    diff2 = (app_mu[:, :, None] - app_mu[:, None]).square()  # (b, k, k, a)
+    dij = (diff2 / (app_var[:, :, None] + app_var[:, None])).mean(-1)  # (b, k, k)
+    alive = pi > 0
+    close = (dij < dist) & alive[:, :, None] & alive[:, None, :]
+    score = torch.where(close, pi[:, None, :].expand(b, k, k), torch.full_like(dij, -1.0))
+    idx = torch.arange(k, device=pi.device).expand(b, k)
+    target = torch.where(alive, score.argmax(-1), idx)  # (b, k)
+    for _ in range(max(1, math.ceil(math.log2(k))) + 1):  # follow pointers to the roots
+        target = target.gather(1, target)
+    if bool((target == idx).all()):
+        return mu, var, pi
+    w = pi.unsqueeze(-1)  # (b, k, 1)
+    index = target.unsqueeze(-1).expand(b, k, d)
+    new_pi = torch.zeros_like(pi).scatter_add(1, target, pi)
+    m1 = torch.zeros_like(mu).scatter_add(1, index, w * mu)
+    m2 = torch.zeros_like(mu).scatter_add(1, index, w * (var + mu.square()))
+    root = (new_pi > 0).unsqueeze(-1)
+    safe = new_pi.clamp_min(torch.finfo(pi.dtype).tiny).unsqueeze(-1)
+    new_mu = torch.where(root, m1 / safe, mu)
+    new_var = torch.where(root, (m2 / safe - new_mu.square()).clamp_min(min_var), var)
+    return new_mu, new_var, new_pi

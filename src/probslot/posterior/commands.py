@@ -310,6 +310,7 @@ def prune(
     max_images: int | None = None,
     progress: bool = True,
     in_em: bool | None = None,
+    merge_dist: float | None = None,
 ) -> Path:
     """Automatic relevance determination (keep slots with pi > tau, paper Eq. 7) on held-out data.
 
@@ -328,7 +329,10 @@ def prune(
         progress: print progress lines.
         in_em: apply tau inside the EM iterations (the slots' tokens go to the surviving slots)
             instead of thresholding the final pi; default: exactly when the model was trained
-            with the grouping option prune_tau > 0.
+            with the grouping option prune_tau > 0 (or merge_dist > 0).
+        merge_dist: also merge slots whose appearance Gaussians coincide, inside EM after its
+            last iteration, at this distance (e.g. 1.0; docs/pruning.md); default: the
+            model's own setting (0 = no merging unless it was trained with it).
     """
     if tau is not None:
         tau = check_tau(tau)
@@ -340,7 +344,13 @@ def prune(
     loader = split_loader(cfg, split)
     taus = tuple(sorted(set(DEFAULT_TAUS) | {tau})) if sweep else (tau,)
     report = prune_analysis(
-        model, loader, taus, max_images=max_images, progress=progress, in_em=in_em
+        model,
+        loader,
+        taus,
+        max_images=max_images,
+        progress=progress,
+        in_em=in_em,
+        merge_dist=merge_dist,
     )
 
     out_dir = paths.root / "pruning"

@@ -367,6 +367,7 @@ def prune_analysis(
     timing_repeats: int = 3,
     progress: bool = False,
     in_em: bool | None = None,
+    merge_dist: float | None = None,
 ) -> PruningReport:
     """Measure ARD pruning (paper Eq. 7) of a PSA `model` on held-out `loader` for each τ.
 
@@ -376,8 +377,9 @@ def prune_analysis(
 
     In-EM mode (``in_em=True``): τ is the grouping's ``prune_tau`` — slots with π < τ are dropped
     after every EM iteration and their tokens go to the surviving slots (`ProbabilisticSlotAttention`)
-    — and only the surviving slots are decoded. The baseline is the same weights with
-    ``prune_tau = 0`` (plain EM, all K slots decoded). Each τ re-runs the encoder with the same
+    — and only the surviving slots are decoded; a model that merges slots (``merge_dist > 0``)
+    keeps merging at every τ. The baseline is the same weights with ``prune_tau = 0`` and no
+    merging (plain EM, all K slots decoded). Each τ re-runs the encoder with the same
     random slot initialisation as the baseline. The default (None) picks in-EM mode for models
     trained with ``prune_tau > 0`` (their unpruned slots are not trained to be decoded).
 
@@ -393,7 +395,11 @@ def prune_analysis(
         timing_repeats: decoder calls timed per batch and τ; the fastest counts.
         progress: print one line per 10 batches.
         in_em: apply τ inside EM (True), threshold the final π (False), or None = in-EM exactly
-            when the model's grouping has ``prune_tau > 0``.
+            when the model's grouping has ``prune_tau > 0`` or ``merge_dist > 0``.
+        merge_dist: merge slots inside EM at this distance for every τ (the grouping's
+            ``merge_dist``, see `ProbabilisticSlotAttention`), whatever the model was trained
+            with; None = the model's own setting. Merging happens inside EM, so it needs in-EM
+            mode (None picks it).
 
     Returns:
         a `PruningReport`. FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`
@@ -414,8 +420,23 @@ def prune_analysis(
             "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
         )
     taus = _check_taus(taus)
+    model_merge = float(getattr(grouping, "merge_dist", 0.0))
+    trained_merge = model_merge
+    if merge_dist is not None:
+        if (
+            isinstance(merge_dist, bool)
+            or not isinstance(merge_dist, (int, float))
+            or not (merge_dist >= 0)
+        ):
+            raise ValueError(f"merge_dist must be a float >= 0 or None; got {merge_dist!r}")
+        if in_em is False and merge_dist > 0:
+            raise ValueError(
+                "merge_dist merges slots inside EM, so it needs in-EM mode; got in_em=False. "
+                "Pass in_em=True or leave it None"
+            )
+        trained_merge = float(merge_dist)
     if in_em is None:
-        in_em = grouping.prune_tau > 0
+        in_em = grouping.prune_tau > 0 or trained_merge > 0
     if not isinstance(in_em, bool):
         raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
     trained_tau = grouping.prune_tau
@@ -464,8 +485,12 @@ def prune_analysis(
             # in-EM mode encodes once per τ, each time from the same random initial slots
             seed = int(torch.randint(0, 2**62, ()).item()) if in_em else None
 
-            def encode(tau: float, images: Tensor = images, seed: int | None = seed) -> Any:
+            def encode(
+                tau: float, images: Tensor = images, seed: int | None = seed, plain: bool = False
+            ) -> Any:
                 grouping.prune_tau = tau
+                if trained_merge > 0:  # the in-EM baseline is plain EM: no merging either
+                    grouping.merge_dist = 0.0 if plain else trained_merge
                 if seed is None:
                     return count_flops(model.encode, images)
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -473,7 +498,7 @@ def prune_analysis(
                     return count_flops(model.encode, images)
 
             # encoder + grouping once, then the unpruned decode once: its output is the baseline
-            post, enc_flops = encode(0.0 if in_em else trained_tau)
+            post, enc_flops = encode(0.0 if in_em else trained_tau, plain=in_em)
             assert isinstance(post, SlotPosterior)
             slots = post.slots
             # a model pruned inside EM (threshold mode) decodes only its surviving slots
@@ -499,12 +524,12 @@ def prune_analysis(
             all_objects.append(objects.detach().cpu().double())
             for j, tau in enumerate(taus):
                 post_t, slots_t, attn_t = post, slots, attn_masks
-                if in_em and tau > 0:
+                if in_em and (tau > 0 or trained_merge > 0):
                     post_t = encode(tau)[0]
                     slots_t = post_t.slots
                     attn_t = model.attention_masks(post_t.attn, model.token_grid)
                     keep = model.em_survivors(post_t)  # EM always keeps the top slot
-                    assert keep is not None  # prune_tau = τ > 0 here
+                    assert keep is not None  # prune_tau = τ > 0 or merge_dist > 0 here
                 else:
                     keep = relevance_keep(post.pi, tau, keep_top=keep_top)
                 if bool(keep.all()) and post_t is post:
@@ -539,6 +564,8 @@ def prune_analysis(
                 break
     finally:
         grouping.prune_tau = trained_tau
+        if trained_merge > 0 or model_merge > 0:
+            grouping.merge_dist = model_merge
         if was_training:
             model.train()
     if seen == 0:
