@@ -19,15 +19,21 @@ def test_prune_weights_zeroes_small_slots_keeps_the_largest_and_renormalises() -
     )
 
 
+def _both(first, second, x: torch.Tensor, seed: int):
+    """Both modules' outputs on x with the same weights and the same initial slots."""
+    second.load_state_dict(first.state_dict())
+    outs = []
+    with torch.no_grad():
+        for module in (first, second):
+            torch.manual_seed(seed)
+            outs.append(module(x))
+    return outs
+
+
 def test_prune_tau_zero_is_the_plain_algorithm() -> None:
     x = torch.randn(2, 11, 6)
     plain = ProbabilisticSlotAttention(4, 6, iters=3)
-    pruned = ProbabilisticSlotAttention(4, 6, iters=3, prune_tau=0.0)
-    pruned.load_state_dict(plain.state_dict())
-    torch.manual_seed(1)
-    a = plain(x)
-    torch.manual_seed(1)
-    b = pruned(x)
+    a, b = _both(plain, ProbabilisticSlotAttention(4, 6, iters=3, prune_tau=0.0), x, seed=1)
     torch.testing.assert_close(a.mu, b.mu)
     torch.testing.assert_close(a.pi, b.pi)
 
@@ -83,12 +89,7 @@ def test_prune_start_at_the_last_iteration_only_thresholds_the_final_weights() -
     x = _two_clusters()
     plain = ProbabilisticSlotAttention(5, 8, iters=4, variant="base")
     late = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=4)
-    late.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        torch.manual_seed(2)
-        a = plain(x)
-        torch.manual_seed(2)
-        b = late(x)
+    a, b = _both(plain, late, x, seed=2)
     # three plain iterations and a plain fourth M-step: the same means, variances, attention
     torch.testing.assert_close(b.mu, a.mu)
     torch.testing.assert_close(b.attn, a.attn)
@@ -166,12 +167,7 @@ def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:
     kwargs = dict(iters=4, variant="base", coord_dims=2, standardize=True)
     plain = ProbabilisticSlotAttention(4, 6, **kwargs)
     merged = ProbabilisticSlotAttention(4, 6, **kwargs, merge_dist=1.0, merge_start=3)
-    merged.load_state_dict(plain.state_dict())
-    with torch.no_grad():
-        torch.manual_seed(0)
-        a = plain(tokens)
-        torch.manual_seed(0)
-        b = merged(tokens)
+    a, b = _both(plain, merged, tokens, seed=0)
     assert (a.pi > 0.05).sum(1).min() >= 2  # plain EM splits the background by position
     assert ((b.pi > 0).sum(1) == 1).all()  # merging keeps one slot for it
     torch.testing.assert_close(b.pi.sum(-1), torch.ones(2))

@@ -290,20 +290,27 @@ def test_progress_bar_is_labelled_by_the_step_budget() -> None:
     assert bar._get_train_description(1) == "Training of 3000 steps, epoch 1"
 
 
-def test_prune_tau_ramps_in_training_only() -> None:
-    """`optim.prune_tau_steps`: the trained copy's ARD threshold rises linearly to the configured
-    value; the EMA copy (validation, export) keeps the configured value throughout."""
-    from probslot.models import ModelConfig, build_model
+def _tiny_model_config(preset: str, **grouping_kwargs: float):
+    """An 8×8-image, 3-slot model config with the given grouping options."""
+    from probslot.models import ModelConfig
 
-    cfg = ModelConfig(
-        preset="PSA",
+    return ModelConfig(
+        preset=preset,
         image_size=8,
         num_slots=3,
         slot_dim=8,
         encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
-        grouping_kwargs={"prune_tau": 0.2},
+        grouping_kwargs=grouping_kwargs,
         decoder_kwargs={"init_size": 4, "channels": [4, 4]},
     )
+
+
+def test_prune_tau_ramps_in_training_only() -> None:
+    """`optim.prune_tau_steps`: the trained copy's ARD threshold rises linearly to the configured
+    value; the EMA copy (validation, export) keeps the configured value throughout."""
+    from probslot.models import build_model
+
+    cfg = _tiny_model_config("PSA", prune_tau=0.2)
     no_ramp = SlotLightningModule(build_model(cfg), OptimConfig(), max_steps=20)
     assert no_ramp.prune_tau_at(0) == pytest.approx(0.2)
     model = build_model(cfg)
@@ -324,17 +331,9 @@ def test_prune_tau_ramps_in_training_only() -> None:
 def test_temperature_anneals_geometrically_in_training_only() -> None:
     """`optim.temperature_start`: the trained copy's E-step temperature moves geometrically to
     the configured value; the EMA copy keeps the configured value throughout."""
-    from probslot.models import ModelConfig, build_model
+    from probslot.models import build_model
 
-    cfg = ModelConfig(
-        preset="PSA",
-        image_size=8,
-        num_slots=3,
-        slot_dim=8,
-        encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
-        grouping_kwargs={"temperature": 2.0},
-        decoder_kwargs={"init_size": 4, "channels": [4, 4]},
-    )
+    cfg = _tiny_model_config("PSA", temperature=2.0)
     model = build_model(cfg)
     optim = OptimConfig(temperature_start=8.0, temperature_steps=10, warmup_steps=0)
     lit = SlotLightningModule(model, optim, max_steps=20)
@@ -353,21 +352,12 @@ def test_temperature_anneals_geometrically_in_training_only() -> None:
 
 
 def test_temperature_anneal_bad_settings_are_rejected() -> None:
-    from probslot.models import ModelConfig, build_model
+    from probslot.models import build_model
 
     with pytest.raises(ValueError, match="temperature_start must be >= 0"):
         OptimConfig(temperature_start=-1.0, temperature_steps=5)
     with pytest.raises(ValueError, match="go together"):
         OptimConfig(temperature_start=4.0)
-    sa = build_model(
-        ModelConfig(
-            preset="SA",
-            image_size=8,
-            num_slots=3,
-            slot_dim=8,
-            encoder_kwargs={"channels": [4], "kernel_sizes": [3], "strides": [2]},
-            decoder_kwargs={"init_size": 4, "channels": [4, 4]},
-        )
-    )
+    sa = build_model(_tiny_model_config("SA"))
     with pytest.raises(ValueError, match="has no temperature"):
         SlotLightningModule(sa, OptimConfig(temperature_start=4.0, temperature_steps=5), 20)
