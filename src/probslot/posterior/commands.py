@@ -311,6 +311,7 @@ def prune(
     progress: bool = True,
     in_em: bool | None = None,
     merge_dist: float | None = None,
+    seed: int = 0,
 ) -> Path:
     """Automatic relevance determination (keep slots with pi > tau, paper Eq. 7) on held-out data.
 
@@ -333,6 +334,8 @@ def prune(
         merge_dist: also merge slots whose appearance Gaussians coincide, inside EM after its
             last iteration, at this distance (e.g. 1.0; docs/pruning.md); default: the
             model's own setting (0 = no merging unless it was trained with it).
+        seed: seed of PSA's random initial slots in the analysis, so a report can be
+            reproduced; other seeds show how much the figures move with the draw.
     """
     if tau is not None:
         tau = check_tau(tau)
@@ -351,6 +354,7 @@ def prune(
         progress=progress,
         in_em=in_em,
         merge_dist=merge_dist,
+        seed=seed,
     )
 
     out_dir = paths.root / "pruning"

@@ -368,6 +368,7 @@ def prune_analysis(
     progress: bool = False,
     in_em: bool | None = None,
     merge_dist: float | None = None,
+    seed: int | None = None,
 ) -> PruningReport:
     """Measure ARD pruning (paper Eq. 7) of a PSA `model` on held-out `loader` for each τ.
 
@@ -400,6 +401,9 @@ def prune_analysis(
             ``merge_dist``, see `ProbabilisticSlotAttention`), whatever the model was trained
             with; None = the model's own setting. Merging happens inside EM, so it needs in-EM
             mode (None picks it).
+        seed: seed of the random initial slots (PSA draws them), one draw per batch from a
+            generator of its own, so the report does not depend on the caller's random state;
+            None uses torch's global generator (and, in threshold mode, leaves it running).
 
     Returns:
         a `PruningReport`. FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`
@@ -440,6 +444,9 @@ def prune_analysis(
     if not isinstance(in_em, bool):
         raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
     trained_tau = grouping.prune_tau
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
+        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+    rng = torch.Generator().manual_seed(seed) if seed is not None else None
     if max_images is not None and (
         isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
     ):
@@ -483,10 +490,13 @@ def prune_analysis(
                 break
             images = images.to(device)
             # in-EM mode encodes once per τ, each time from the same random initial slots
-            seed = int(torch.randint(0, 2**62, ()).item()) if in_em else None
+            if rng is not None:
+                seed_b: int | None = int(torch.randint(0, 2**62, (), generator=rng).item())
+            else:
+                seed_b = int(torch.randint(0, 2**62, ()).item()) if in_em else None
 
             def encode(
-                tau: float, images: Tensor = images, seed: int | None = seed, plain: bool = False
+                tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
             ) -> Any:
                 grouping.prune_tau = tau
                 if trained_merge > 0:  # the in-EM baseline is plain EM: no merging either
