@@ -121,11 +121,12 @@ class EncodeTimer:
 
     def __init__(self, model: nn.Module) -> None:
         self.model, self.inner, self.seconds = model, model.encode, 0.0
+        self.device = next(model.parameters()).device
 
     def encode(self, images: torch.Tensor, num_slots: int | None = None) -> SlotPosterior:
         t = time.perf_counter()
         # not an nn.Module, so fit() leaves the batch where the loader put it: move it here
-        images = images.to(next(self.model.parameters()).device)
+        images = images.to(self.device)
         out = self.inner(images, num_slots)
         if images.is_cuda:
             torch.cuda.synchronize()

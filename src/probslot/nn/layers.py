@@ -12,6 +12,7 @@ __all__ = [
     "ResidualMLP",
     "check_grouping_inputs",
     "check_positive_int",
+    "check_float",
     "prepare_grouping_inputs",
     "resolve_num_slots",
 ]
@@ -26,6 +27,27 @@ def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
     return value
+
+
+def check_float(
+    name: str,
+    value: object,
+    what: str,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+) -> float:
+    """Return `value` as a float if it is a real number (not a bool) in the range, else raise a
+    ValueError ``"{name} must be {what}; got {value!r}"``. The range is [low, high], with
+    `low` excluded when `low_open`; None leaves that side open."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok and low is not None:
+        ok = value > low if low_open else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        raise ValueError(f"{name} must be {what}; got {value!r}")
+    return float(value)  # type: ignore[arg-type]
 
 
 def resolve_num_slots(default: int, num_slots: int | None) -> int:

@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from probslot.nn.functional import DEFAULT_MIN_VAR, em_step, token_mean
 from probslot.nn.layers import (
     ResidualMLP,
+    check_float,
     check_positive_int,
     prepare_grouping_inputs,
     resolve_num_slots,
@@ -155,38 +156,17 @@ class ProbabilisticSlotAttention(nn.Module):
         _check_choice("variance", variance, ("mle", "map"))
         _check_choice("init", init, ("learned", "standard"))
         _check_choice("proj_init", proj_init, ("em", "torch"))
-        if not (
-            isinstance(temperature, (int, float))
-            and not isinstance(temperature, bool)
-            and temperature > 0
-        ):
-            raise ValueError(f"temperature must be a positive float; got {temperature!r}")
-        self.temperature = float(temperature)
-        self.prune_tau = check_tau(prune_tau)
-        self.prune_start = check_positive_int("prune_start", prune_start)
-        if not (
-            isinstance(merge_dist, (int, float))
-            and not isinstance(merge_dist, bool)
-            and merge_dist >= 0
-        ):
-            raise ValueError(f"merge_dist must be a float >= 0 (0 = off); got {merge_dist!r}")
-        self.merge_dist = float(merge_dist)
-        self.merge_start = check_positive_int(
-            "merge_start", self.iters if merge_start is None else merge_start
+        self.temperature = check_float(
+            "temperature", temperature, "a positive float", low=0.0, low_open=True
         )
-        if self.merge_start > self.iters:
-            raise ValueError(
-                f"merge_start must be an iteration in [1, iters={self.iters}]; got {merge_start}"
-            )
-        if self.prune_start > self.iters:
-            raise ValueError(
-                f"prune_start must be an iteration in [1, iters={self.iters}]; got {prune_start}"
-            )
+        self.prune_tau = check_tau(prune_tau)
+        self.prune_start = _check_iteration("prune_start", prune_start, self.iters)
+        self.merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 (0 = off)", low=0.0)
+        self.merge_start = _check_iteration(
+            "merge_start", self.iters if merge_start is None else merge_start, self.iters
+        )
         self.standardize = bool(standardize)
-        if not (
-            isinstance(min_var, (int, float)) and not isinstance(min_var, bool) and min_var > 0
-        ):
-            raise ValueError(f"min_var must be a positive float; got {min_var!r}")
+        self.min_var = check_float("min_var", min_var, "a positive float", low=0.0, low_open=True)
         if variant == "base" and self.slot_dim != self.dim:
             raise ValueError(
                 f"variant='base' (Alg. 2) has no key/value projections, so slot_dim must equal "
@@ -205,17 +185,12 @@ class ProbabilisticSlotAttention(nn.Module):
                 f"got {coord_dims}"
             )
         self.coord_dims = coord_dims
-        if not (
-            isinstance(coord_weight, (int, float))
-            and not isinstance(coord_weight, bool)
-            and 0.0 <= coord_weight <= 1.0
-        ):
-            raise ValueError(f"coord_weight must be a float in [0, 1]; got {coord_weight!r}")
-        self.coord_weight = float(coord_weight)
+        self.coord_weight = check_float(
+            "coord_weight", coord_weight, "a float in [0, 1]", low=0.0, high=1.0
+        )
         self.variant: Variant = variant
         self.variance: Variance = variance
         self.init: Init = init
-        self.min_var = float(min_var)
 
         d = self.slot_dim
         self.norm_inputs = nn.LayerNorm(self.dim - coord_dims)
@@ -371,6 +346,14 @@ class ProbabilisticSlotAttention(nn.Module):
         if scale is not None:
             mu, var = mu * scale + out_shift, var * scale.square()
         return SlotPosterior(mu=mu, var=var, pi=pi, attn=step.attn)
+
+
+def _check_iteration(name: str, value: object, iters: int) -> int:
+    """`value` as an EM iteration number in [1, iters], else a ValueError naming `name`."""
+    it = check_positive_int(name, value)
+    if it > iters:
+        raise ValueError(f"{name} must be an iteration in [1, iters={iters}]; got {value}")
+    return it
 
 
 def _token_scale(x: Tensor, mask: Tensor | None) -> Tensor:

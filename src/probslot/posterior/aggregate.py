@@ -569,13 +569,12 @@ class _HostChunks:
     """Per-batch (μ, σ², π) collected on the CPU in `dtype`.
 
     CPU tensors go straight into the host list. Device tensors wait on the device until about
-    `block_bytes` have gathered and then move in one copy, so a GPU fit synchronises once per
+    `_HOST_BLOCK_BYTES` have gathered and then move in one copy, so a GPU fit synchronises once per
     block rather than three times per batch.
     """
 
-    def __init__(self, dtype: torch.dtype, block_bytes: int | None = None) -> None:
+    def __init__(self, dtype: torch.dtype) -> None:
         self.dtype = dtype
-        self.block_bytes = _HOST_BLOCK_BYTES if block_bytes is None else block_bytes
         self.host: list[tuple[Tensor, Tensor, Tensor]] = []
         self.pending: list[tuple[Tensor, Tensor, Tensor]] = []
         self.pending_bytes = 0
@@ -589,20 +588,20 @@ class _HostChunks:
             return
         self.pending.append(item)
         self.pending_bytes += sum(t.numel() * t.element_size() for t in item)
-        if self.pending_bytes >= self.block_bytes:
+        if self.pending_bytes >= _HOST_BLOCK_BYTES:
             self.flush()
 
     def flush(self) -> None:
         if self.pending:
-            block = [torch.cat([p[i] for p in self.pending]).cpu() for i in range(3)]
-            self.host.append((block[0], block[1], block[2]))
+            mu, var, pi = (torch.cat(parts).cpu() for parts in zip(*self.pending))
+            self.host.append((mu, var, pi))
         self.pending, self.pending_bytes = [], 0
 
     def concatenate(self) -> tuple[Tensor, Tensor, Tensor]:
         self.flush()
-        out = tuple(torch.cat([c[i] for c in self.host]) for i in range(3))
+        mu, var, pi = (torch.cat(parts) for parts in zip(*self.host))
         self.host = []
-        return out[0], out[1], out[2]
+        return mu, var, pi
 
 
 def _dataset_size(dataloader: object) -> int | None:

@@ -414,6 +414,7 @@ def prune_analysis(
     from probslot.metrics.reconstruction import mse as mse_per_image
     from probslot.metrics.segmentation import fg_ari
     from probslot.nn import ProbabilisticSlotAttention
+    from probslot.nn.layers import check_float
 
     grouping = getattr(model, "grouping", None)
     if not isinstance(grouping, ProbabilisticSlotAttention):
@@ -427,18 +428,13 @@ def prune_analysis(
     model_merge = float(getattr(grouping, "merge_dist", 0.0))
     trained_merge = model_merge
     if merge_dist is not None:
-        if (
-            isinstance(merge_dist, bool)
-            or not isinstance(merge_dist, (int, float))
-            or not (merge_dist >= 0)
-        ):
-            raise ValueError(f"merge_dist must be a float >= 0 or None; got {merge_dist!r}")
+        merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 or None", low=0.0)
         if in_em is False and merge_dist > 0:
             raise ValueError(
                 "merge_dist merges slots inside EM, so it needs in-EM mode; got in_em=False. "
                 "Pass in_em=True or leave it None"
             )
-        trained_merge = float(merge_dist)
+        trained_merge = merge_dist
     if in_em is None:
         in_em = grouping.prune_tau > 0 or trained_merge > 0
     if not isinstance(in_em, bool):
