@@ -139,21 +139,79 @@ def test_merge_slots_joins_coinciding_appearance_and_moment_matches() -> None:
     torch.testing.assert_close(new_var[0, 1], var[0, 1])
 
 
-def test_merge_slots_follows_chains_to_one_root_and_leaves_dead_slots_dead() -> None:
+def test_merge_slots_is_complete_linkage_and_leaves_dead_slots_dead() -> None:
     from probslot.nn.psa import _merge_slots
 
     # appearance 0.0, 0.3, 0.6 in one feature, unit variances: neighbours are 0.045 apart,
-    # the ends 0.18; with dist 0.1 slot 2 joins 1 and 1 joins 0 (largest π): one group
+    # the ends 0.18; with dist 0.1, 1 joins 0 (largest π) but 2, close to 1 only, may not
+    # chain onto that group: it stays a slot of its own
     mu = torch.tensor([[[0.0], [0.3], [0.6], [9.0]]])
     var = torch.ones(1, 4, 1)
     pi = torch.tensor([[0.5, 0.3, 0.2, 0.0]])  # slot 3 is dead
     new_mu, _, new_pi = _merge_slots(mu, var, pi, dist=0.1, app_dims=1, min_var=1e-6)
-    torch.testing.assert_close(new_pi, torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
-    torch.testing.assert_close(new_mu[0, 0, 0], torch.tensor(0.5 * 0.0 + 0.3 * 0.3 + 0.2 * 0.6))
+    torch.testing.assert_close(new_pi, torch.tensor([[0.8, 0.0, 0.2, 0.0]]))
+    torch.testing.assert_close(new_mu[0, 0, 0], torch.tensor((0.5 * 0.0 + 0.3 * 0.3) / 0.8))
+    torch.testing.assert_close(new_mu[0, 2], mu[0, 2])
     torch.testing.assert_close(new_mu[0, 3], mu[0, 3])
+    # all three pairwise within dist: one group
+    wide = _merge_slots(mu, var, pi, dist=0.2, app_dims=1, min_var=1e-6)
+    torch.testing.assert_close(wide[2], torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     # nothing within dist: the inputs come back unchanged
     same = _merge_slots(mu, var, pi, dist=0.01, app_dims=1, min_var=1e-6)
     assert same[2] is pi
+
+
+def _greedy_complete_linkage(dij: torch.Tensor, pi: torch.Tensor, dist: float) -> list[int]:
+    """Loop reference: the root of each slot of one image (dead slots are their own)."""
+    k = pi.numel()
+    target = list(range(k))
+    groups: list[list[int]] = []
+    for j in sorted(range(k), key=lambda i: -float(pi[i])):
+        if pi[j] <= 0:
+            continue
+        for members in groups:  # in creation order = decreasing π of the root
+            if all(bool(dij[j, m] < dist) for m in members):
+                members.append(j)
+                target[j] = members[0]
+                break
+        else:
+            groups.append([j])
+    return target
+
+
+def test_merge_slots_matches_a_loop_reference_on_random_mixtures() -> None:
+    from probslot.nn.psa import _merge_slots
+
+    g = torch.Generator().manual_seed(11)
+    b, k, d, app = 64, 7, 5, 3
+    mu = torch.randn(b, k, d, generator=g).mul(0.6).round()  # rounded: many near-ties in μ
+    var = torch.rand(b, k, d, generator=g) + 0.5
+    pi = torch.rand(b, k, generator=g) * (torch.rand(b, k, generator=g) > 0.2)
+    pi[:, 0] += 0.01  # at least one live slot
+    pi = pi / pi.sum(-1, keepdim=True)
+    dist = 0.4
+    new_mu, new_var, new_pi = _merge_slots(mu, var, pi, dist=dist, app_dims=app, min_var=1e-6)
+    dij = (
+        (mu[:, :, None, :app] - mu[:, None, :, :app]).square()
+        / (var[:, :, None, :app] + var[:, None, :, :app])
+    ).mean(-1)
+    merged_any = False
+    for i in range(b):
+        target = torch.tensor(_greedy_complete_linkage(dij[i], pi[i], dist))
+        want_pi = torch.zeros(k).scatter_add(0, target, pi[i])
+        torch.testing.assert_close(new_pi[i], want_pi)
+        for r in range(k):
+            group = (target == r) & (pi[i] > 0)
+            if want_pi[r] == 0:
+                continue
+            w = pi[i, group] / want_pi[r]
+            mean = (w[:, None] * mu[i, group]).sum(0)
+            second = (w[:, None] * (var[i, group] + mu[i, group].square())).sum(0)
+            torch.testing.assert_close(new_mu[i, r], mean)
+            torch.testing.assert_close(new_var[i, r], (second - mean.square()).clamp_min(1e-6))
+            merged_any |= int(group.sum()) > 1
+    assert merged_any  # the draw exercises merging at all
+    torch.testing.assert_close(new_pi.sum(-1), torch.ones(b))  # π stays on the simplex
 
 
 def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:

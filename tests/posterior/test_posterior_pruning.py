@@ -359,6 +359,31 @@ def test_merge_dist_at_inference_overrides_the_model_and_is_restored():
         prune_analysis(model, batches, merge_dist=-1.0)
 
 
+def test_prune_start_at_inference_overrides_the_model_and_is_restored():
+    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
+    batches = sprite_batches(num=4, batch=4)
+    images = batches[0]["image"]
+    torch.manual_seed(9)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    torch.manual_seed(9)
+    report = prune_analysis(model, batches, taus=(0.3,), timing_repeats=1, prune_start=2)
+    assert model.grouping.prune_start == 1  # restored
+    assert report.prune_start == 2 and "tau from EM iteration 2" in report.summary(0.3)
+    model.grouping.prune_start = 2
+    post_late, late, out = _direct_in_em(model, images, 0.3, seed)
+    model.grouping.prune_start = 1
+    post_early, _, _ = _direct_in_em(model, images, 0.3, seed)
+    assert not torch.allclose(post_late.pi, post_early.pi), "the start must change the EM here"
+    r = report.at(0.3)
+    assert r.mean_kept == pytest.approx(late.sum(1).double().mean().item())
+    mse = (out.recon.double() - images.double()).square().mean().item()
+    assert r.mse == pytest.approx(mse, rel=1e-9)
+    with pytest.raises(ValueError, match=r"prune_start must be an iteration in \[1, iters=2\]"):
+        prune_analysis(model, batches, prune_start=3)
+    with pytest.raises(ValueError, match="prune_start applies tau inside EM"):
+        prune_analysis(model, batches, prune_start=2, in_em=False)
+
+
 @pytest.mark.parametrize("in_em", [False, True])
 def test_seeded_analysis_does_not_depend_on_the_callers_random_state(in_em):
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})

@@ -11,6 +11,7 @@ from torch import Tensor, nn
 __all__ = [
     "ResidualMLP",
     "check_grouping_inputs",
+    "check_iteration",
     "check_positive_int",
     "check_float",
     "prepare_grouping_inputs",
@@ -48,6 +49,14 @@ def check_float(
     if not ok:
         raise ValueError(f"{name} must be {what}; got {value!r}")
     return float(value)  # type: ignore[arg-type]
+
+
+def check_iteration(name: str, value: object, iters: int) -> int:
+    """`value` as an EM iteration number in [1, iters], else a ValueError naming `name`."""
+    it = check_positive_int(name, value)
+    if it > iters:
+        raise ValueError(f"{name} must be an iteration in [1, iters={iters}]; got {value}")
+    return it
 
 
 def resolve_num_slots(default: int, num_slots: int | None) -> int:

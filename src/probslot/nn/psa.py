@@ -15,6 +15,7 @@ from probslot.nn.functional import DEFAULT_MIN_VAR, em_step, token_mean
 from probslot.nn.layers import (
     ResidualMLP,
     check_float,
+    check_iteration,
     check_positive_int,
     prepare_grouping_inputs,
     resolve_num_slots,
@@ -87,8 +88,11 @@ class ProbabilisticSlotAttention(nn.Module):
       others with a broad variance and all would become one): after such an iteration,
       slots whose Gaussians nearly coincide in appearance — mean over the appearance features
       (all but the last ``coord_dims``) of (μ_i − μ_j)² / (σ_i² + σ_j²) below ``merge_dist`` —
-      become one: the slot with the largest π takes the others' weight, and its mean and
-      variance are the moment-matched ones of the group; the others get π = 0 and, like pruned
+      become one. Groups form by complete linkage, greedily in decreasing π (a slot joins a
+      group only if it is within ``merge_dist`` of every member, so a broad slot lying near two
+      distinct ones cannot chain them together): the slot with the largest π takes the others'
+      weight, and its mean and variance are the moment-matched ones of the group; the others
+      get π = 0 and, like pruned
       slots, claim no tokens afterwards and are not decoded. Two pieces of one plain background
       are such a pair (with positions in the mixture only their positions differ), so the
       background keeps one slot and Eq. 7 can count. 0 (default) is the paper's algorithm.
@@ -160,9 +164,9 @@ class ProbabilisticSlotAttention(nn.Module):
             "temperature", temperature, "a positive float", low=0.0, low_open=True
         )
         self.prune_tau = check_tau(prune_tau)
-        self.prune_start = _check_iteration("prune_start", prune_start, self.iters)
+        self.prune_start = check_iteration("prune_start", prune_start, self.iters)
         self.merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 (0 = off)", low=0.0)
-        self.merge_start = _check_iteration(
+        self.merge_start = check_iteration(
             "merge_start", self.iters if merge_start is None else merge_start, self.iters
         )
         self.standardize = bool(standardize)
@@ -348,14 +352,6 @@ class ProbabilisticSlotAttention(nn.Module):
         return SlotPosterior(mu=mu, var=var, pi=pi, attn=step.attn)
 
 
-def _check_iteration(name: str, value: object, iters: int) -> int:
-    """`value` as an EM iteration number in [1, iters], else a ValueError naming `name`."""
-    it = check_positive_int(name, value)
-    if it > iters:
-        raise ValueError(f"{name} must be an iteration in [1, iters={iters}]; got {value}")
-    return it
-
-
 def _token_scale(x: Tensor, mask: Tensor | None) -> Tensor:
     """(b, 1, d) per-feature standard deviation of already-centred x (b, n, d) over real tokens,
     without gradient, floored so constant features stay finite."""
@@ -375,9 +371,11 @@ def _merge_slots(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Merge live slots whose appearance Gaussians nearly coincide (see ``merge_dist``).
 
-    mu, var (b, k, d), pi (b, k). Slot j joins the live slot of largest π among those within
-    `dist` of it (itself included); pointers are followed until every group has one root. The
-    root gets the group's total π and its moment-matched mean and variance; the others π = 0.
+    mu, var (b, k, d), pi (b, k). Complete linkage, greedy in decreasing π: each live slot joins
+    the group of largest π *all* of whose members lie within `dist` of it, else starts a group of
+    its own (so a broad slot near two distinct ones cannot chain them together). Each group's
+    first slot, its root, gets the group's total π and its moment-matched mean and variance; the
+    others π = 0.
     """
     b, k, d = mu.shape
     app_mu, app_var = mu[..., :app_dims], var[..., :app_dims]
@@ -385,13 +383,20 @@ def _merge_slots(
     dij = (diff2 / (app_var[:, :, None] + app_var[:, None])).mean(-1)  # (b, k, k)
     alive = pi > 0
     close = (dij < dist) & alive[:, :, None] & alive[:, None, :]
-    score = torch.where(close, pi[:, None, :].expand(b, k, k), torch.full_like(dij, -1.0))
-    idx = torch.arange(k, device=pi.device).expand(b, k)
-    target = torch.where(alive, score.argmax(-1), idx)  # (b, k)
-    for _ in range(max(1, math.ceil(math.log2(k))) + 1):  # follow pointers to the roots
-        target = target.gather(1, target)
-    if bool((target == idx).all()):
+    if not bool((close.sum(-1) > 1).any()):  # every live slot is only close to itself
         return mu, var, pi
+    rows = torch.arange(b, device=pi.device)
+    target = torch.arange(k, device=pi.device).expand(b, k).clone()  # (b, k) root of each slot
+    placed = torch.zeros_like(alive)  # (b, k) slots already in a group
+    for j in pi.argsort(-1, descending=True).unbind(-1):  # (b,) the next slot of each image
+        # (b, k roots) members of each group that are not close to j
+        far = placed & ~close[rows, j]
+        conflicts = torch.zeros(b, k, device=pi.device).scatter_add(1, target, far.to(pi.dtype))
+        is_root = placed & (target == torch.arange(k, device=pi.device))
+        fits = is_root & (conflicts == 0) & alive[rows, j, None]
+        score = torch.where(fits, pi, torch.full_like(pi, -1.0))
+        target[rows, j] = torch.where(fits.any(-1), score.argmax(-1), j)
+        placed[rows, j] = alive[rows, j]
     w = pi.unsqueeze(-1)  # (b, k, 1)
     index = target.unsqueeze(-1).expand(b, k, d)
     new_pi = torch.zeros_like(pi).scatter_add(1, target, pi)

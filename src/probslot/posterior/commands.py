@@ -311,6 +311,7 @@ def prune(
     progress: bool = True,
     in_em: bool | None = None,
     merge_dist: float | None = None,
+    prune_start: int | None = None,
     seed: int = 0,
 ) -> Path:
     """Automatic relevance determination (keep slots with pi > tau, paper Eq. 7) on held-out data.
@@ -334,6 +335,9 @@ def prune(
         merge_dist: also merge slots whose appearance Gaussians coincide, inside EM after its
             last iteration, at this distance (e.g. 1.0; docs/pruning.md); default: the
             model's own setting (0 = no merging unless it was trained with it).
+        prune_start: in-EM mode: the first EM iteration after which tau applies (e.g. 3 of 5:
+            slots settle on their tokens before their weight is judged, so a small object
+            survives); default: the model's own setting.
         seed: seed of PSA's random initial slots in the analysis, so a report can be
             reproduced; other seeds show how much the figures move with the draw.
     """
@@ -354,6 +358,7 @@ def prune(
         progress=progress,
         in_em=in_em,
         merge_dist=merge_dist,
+        prune_start=prune_start,
         seed=seed,
     )
 

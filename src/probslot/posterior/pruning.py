@@ -208,6 +208,9 @@ class PruningReport:
             constant answer under absolute error; the same under both conventions): what a
             count must beat to say anything about the scenes. With 2–3 objects per scene in
             equal shares it is 0.5.
+        merge_dist, prune_start: the in-EM settings the pruned runs used (merging distance,
+            0 = none; first EM iteration that applies τ).
+        seed: seed of the initial-slot draws (None: torch's global generator).
     """
 
     results: tuple[TauResult, ...]
@@ -228,6 +231,9 @@ class PruningReport:
     headline: Convention = HEADLINE
     in_em: bool = False
     constant_mae: float = math.nan
+    merge_dist: float = 0.0
+    prune_start: int = 1
+    seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -275,6 +281,15 @@ class PruningReport:
             writer.writerow([repr(float(getattr(r, a))) for a in names])
         return buf.getvalue()
 
+    def _settings(self) -> str:
+        """The non-default in-EM settings, as ``"; merge_dist 1, tau from iteration 3"``."""
+        parts = []
+        if self.merge_dist > 0:
+            parts.append(f"merge_dist {self.merge_dist:g}")
+        if self.in_em and self.prune_start > 1:
+            parts.append(f"tau from EM iteration {self.prune_start}")
+        return "".join("; " + p for p in parts)
+
     def summary(self, tau: float) -> str:
         """A few lines describing the result at `tau` (headline convention first)."""
         r = self.at(tau)
@@ -284,7 +299,7 @@ class PruningReport:
                 f"ARD pruning at tau={r.tau:g} "
                 f"({'inside EM' if self.in_em else 'threshold on the final pi'}) on "
                 f"{self.num_images} images (K={self.num_slots}, {self.mean_objects:.2f} "
-                f"{self.object_count} objects/image):",
+                f"{self.object_count} objects/image{self._settings()}):",
                 f"  kept slots        {r.mean_kept:.2f} / {self.num_slots}",
                 f"  slot-count MAE    {r.mae(self.headline):.3f} ({self.headline}, headline); "
                 f"{r.mae(other):.3f} ({other}); a constant guess of the median count: "
@@ -368,6 +383,7 @@ def prune_analysis(
     progress: bool = False,
     in_em: bool | None = None,
     merge_dist: float | None = None,
+    prune_start: int | None = None,
     seed: int | None = None,
 ) -> PruningReport:
     """Measure ARD pruning (paper Eq. 7) of a PSA `model` on held-out `loader` for each τ.
@@ -401,6 +417,10 @@ def prune_analysis(
             ``merge_dist``, see `ProbabilisticSlotAttention`), whatever the model was trained
             with; None = the model's own setting. Merging happens inside EM, so it needs in-EM
             mode (None picks it).
+        prune_start: in-EM mode only: the first EM iteration after which τ applies, for every
+            τ (the grouping's ``prune_start``); None = the model's own setting. Later starts
+            let every slot settle on its tokens before its weight is judged (a small object's
+            slot can hold π < τ in the first iterations).
         seed: seed of the random initial slots (PSA draws them), one draw per batch from a
             generator of its own, so the report does not depend on the caller's random state;
             None uses torch's global generator (and, in threshold mode, leaves it running).
@@ -414,7 +434,7 @@ def prune_analysis(
     from probslot.metrics.reconstruction import mse as mse_per_image
     from probslot.metrics.segmentation import fg_ari
     from probslot.nn import ProbabilisticSlotAttention
-    from probslot.nn.layers import check_float
+    from probslot.nn.layers import check_float, check_iteration
 
     grouping = getattr(model, "grouping", None)
     if not isinstance(grouping, ProbabilisticSlotAttention):
@@ -439,6 +459,15 @@ def prune_analysis(
         in_em = grouping.prune_tau > 0 or trained_merge > 0
     if not isinstance(in_em, bool):
         raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
+    model_start = grouping.prune_start
+    if prune_start is not None:
+        prune_start = check_iteration("prune_start", prune_start, grouping.iters)
+        if not in_em:
+            raise ValueError(
+                "prune_start applies tau inside EM, so it needs in-EM mode; got in_em=False. "
+                "Pass in_em=True or leave it None"
+            )
+    start = model_start if prune_start is None else prune_start
     trained_tau = grouping.prune_tau
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
@@ -495,6 +524,7 @@ def prune_analysis(
                 tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
             ) -> Any:
                 grouping.prune_tau = tau
+                grouping.prune_start = start
                 if trained_merge > 0:  # the in-EM baseline is plain EM: no merging either
                     grouping.merge_dist = 0.0 if plain else trained_merge
                 if seed is None:
@@ -570,6 +600,7 @@ def prune_analysis(
                 break
     finally:
         grouping.prune_tau = trained_tau
+        grouping.prune_start = model_start
         if trained_merge > 0 or model_merge > 0:
             grouping.merge_dist = model_merge
         if was_training:
@@ -632,6 +663,9 @@ def prune_analysis(
         pi_bins=bins,
         in_em=in_em,
         constant_mae=constant_mae,
+        merge_dist=trained_merge if in_em else 0.0,
+        prune_start=start if in_em else 1,
+        seed=seed,
     )
 
 
