@@ -196,6 +196,14 @@ def test_prune_defaults_to_the_trained_prune_tau_inside_em(tmp_path):
     ard = make_run(tmp_path, "ard", grouping_kwargs=kwargs)
     data = json.loads(prune(str(ard), max_images=4, progress=False).read_text())
     assert data["tau"] == 0.2 and data["in_em"] is True
+    assert data["merge_dist"] == 0.0 and data["prune_start"] == 1 and data["seed"] == 0
+    # the in-EM settings at inference go into the report; the model keeps its own
+    data = json.loads(
+        prune(str(ard), max_images=4, progress=False, merge_dist=0.5, prune_start=2, seed=3)
+        .read_text()
+    )
+    assert (data["merge_dist"], data["prune_start"], data["seed"]) == (0.5, 2, 3)
+    assert load_model(ard).grouping.prune_start == 1
     # a plain model keeps the paper's threshold mode and the 0.05 default
     plain = make_run(tmp_path, "plain")
     data = json.loads(prune(str(plain), max_images=4, progress=False).read_text())
