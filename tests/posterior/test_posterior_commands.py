@@ -199,8 +199,9 @@ def test_prune_defaults_to_the_trained_prune_tau_inside_em(tmp_path):
     assert data["merge_dist"] == 0.0 and data["prune_start"] == 1 and data["seed"] == 0
     # the in-EM settings at inference go into the report; the model keeps its own
     data = json.loads(
-        prune(str(ard), max_images=4, progress=False, merge_dist=0.5, prune_start=2, seed=3)
-        .read_text()
+        prune(
+            str(ard), max_images=4, progress=False, merge_dist=0.5, prune_start=2, seed=3
+        ).read_text()
     )
     assert (data["merge_dist"], data["prune_start"], data["seed"]) == (0.5, 2, 3)
     assert load_model(ard).grouping.prune_start == 1
