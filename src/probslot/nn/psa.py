@@ -92,10 +92,10 @@ class ProbabilisticSlotAttention(nn.Module):
       group only if it is within ``merge_dist`` of every member, so a broad slot lying near two
       distinct ones cannot chain them together): the slot with the largest π takes the others'
       weight, and its mean and variance are the moment-matched ones of the group; the others
-      get π = 0 and, like pruned
-      slots, claim no tokens afterwards and are not decoded. Two pieces of one plain background
-      are such a pair (with positions in the mixture only their positions differ), so the
-      background keeps one slot and Eq. 7 can count. 0 (default) is the paper's algorithm.
+      get π = 0 and, like pruned slots, claim no tokens afterwards and are not decoded. Two
+      pieces of one plain background are such a pair (with positions in the mixture only their
+      positions differ), so the background keeps one slot and Eq. 7 can count. 0 (default) is
+      the paper's algorithm.
     * ``standardize``: run EM on each image's keys and values standardised per feature (zero
       mean, unit variance over the image's real tokens; statistics without gradient) and map μ,
       σ² back afterwards. A diagonal-Gaussian mixture is equivariant to such per-feature affine
