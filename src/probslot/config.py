@@ -30,6 +30,7 @@ from probslot.registry import closest
 __all__ = [
     "CONFIG_DIR",
     "OptimConfig",
+    "PruneConfig",
     "RunConfig",
     "TrainerConfig",
     "apply_overrides",
@@ -224,6 +225,39 @@ class TrainerConfig:
         _check(self.num_threads >= 0, f"trainer.num_threads must be >= 0; got {self.num_threads}")
 
 
+@dataclass(frozen=True)
+class PruneConfig:
+    """Defaults of ``probslot prune`` for this run's model (each command-line flag overrides its
+    field); training ignores this section. See docs/pruning.md.
+
+    Attributes:
+        tau:         relevance threshold reported as the headline (None: the model's
+                     ``prune_tau`` when it was trained with ARD inside EM, else 0.05).
+        merge_dist:  merge slots whose appearance Gaussians coincide, inside EM after its last
+                     iteration, at this distance (None: the model's own ``merge_dist``).
+        prune_start: in-EM analysis: the first EM iteration after which τ applies (None: the
+                     model's own ``prune_start``).
+    """
+
+    tau: float | None = None
+    merge_dist: float | None = None
+    prune_start: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.tau is not None:
+            _check(0.0 <= self.tau < 1.0, f"prune.tau must be in [0, 1) or null; got {self.tau}")
+        if self.merge_dist is not None:
+            _check(
+                self.merge_dist >= 0,
+                f"prune.merge_dist must be >= 0 or null; got {self.merge_dist}",
+            )
+        if self.prune_start is not None:
+            _check(
+                self.prune_start >= 1,
+                f"prune.prune_start must be an EM iteration >= 1 or null; got {self.prune_start}",
+            )
+
+
 def _data_config_cls() -> type:
     from probslot.data import DataConfig
 
@@ -238,12 +272,14 @@ def _model_config_cls() -> type:
 
 @dataclass(frozen=True)
 class RunConfig:
-    """Everything that defines a training run: data, model, optimiser and trainer settings."""
+    """Everything that defines a training run: data, model, optimiser and trainer settings, and
+    the defaults of `probslot prune` for its model."""
 
     data: Any = field(default_factory=lambda: _data_config_cls()())
     model: Any = field(default_factory=lambda: _model_config_cls()())
     optim: OptimConfig = field(default_factory=OptimConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
         data_size = getattr(self.data, "image_size", None)
@@ -266,6 +302,7 @@ class RunConfig:
             "model": _model_config_cls(),
             "optim": OptimConfig,
             "trainer": TrainerConfig,
+            "prune": PruneConfig,
         }
 
     @classmethod
@@ -273,7 +310,7 @@ class RunConfig:
         """Validate a nested mapping (as read from YAML) and build the run configuration."""
         if not isinstance(data, Mapping):
             raise TypeError(
-                f"a run config must be a mapping with keys data, model, optim, trainer; "
+                f"a run config must be a mapping with keys data, model, optim, trainer (and prune); "
                 f"got {type(data).__name__}"
             )
         sections = cls.section_types()
@@ -523,7 +560,7 @@ def load_config(
             loaded = yaml.safe_load(fh) or {}
         if not isinstance(loaded, Mapping):
             raise TypeError(
-                f"{file}: a config file must hold a mapping with keys data, model, optim, trainer; "
+                f"{file}: a config file must hold a mapping with keys data, model, optim, trainer (and prune); "
                 f"got {type(loaded).__name__}"
             )
         data = dict(loaded)

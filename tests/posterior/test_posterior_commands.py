@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from PIL import Image
 
 from probslot.cli import main
@@ -209,6 +210,20 @@ def test_prune_defaults_to_the_trained_prune_tau_inside_em(tmp_path):
     plain = make_run(tmp_path, "plain")
     data = json.loads(prune(str(plain), max_images=4, progress=False).read_text())
     assert data["tau"] == 0.05 and data["in_em"] is False
+
+
+def test_prune_takes_its_defaults_from_the_run_configs_prune_section(tmp_path):
+    run = make_run(tmp_path, "cfg")
+    cfg_path = run / "config.yaml"
+    data = yaml.safe_load(cfg_path.read_text())
+    data["prune"] = {"tau": 0.1, "merge_dist": 0.5, "prune_start": 2}
+    cfg_path.write_text(yaml.safe_dump(data))
+    report = json.loads(prune(str(run), max_images=4, progress=False).read_text())
+    assert (report["tau"], report["merge_dist"], report["prune_start"]) == (0.1, 0.5, 2)
+    assert report["in_em"] is True  # merging needs in-EM mode, so it is picked
+    # a flag overrides its field only
+    report = json.loads(prune(str(run), tau=0.2, max_images=4, progress=False).read_text())
+    assert (report["tau"], report["merge_dist"], report["prune_start"]) == (0.2, 0.5, 2)
 
 
 @pytest.mark.parametrize("tau", [-0.01, 1.0])

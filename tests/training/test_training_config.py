@@ -11,6 +11,7 @@ import yaml
 from probslot.config import (
     CONFIG_DIR,
     OptimConfig,
+    PruneConfig,
     RunConfig,
     TrainerConfig,
     apply_overrides,
@@ -102,6 +103,23 @@ def test_value_ranges_are_checked() -> None:
         config_from_dict(OptimConfig, {"ema_decay": 1})
     with pytest.raises(ValueError, match=r"trainer.run_name must be a non-empty name"):
         TrainerConfig(run_name="a/b")
+
+
+def test_prune_section_defaults_to_none_and_checks_its_values(tiny_yaml: Path) -> None:
+    data = yaml.safe_load(tiny_yaml.read_text())
+    assert RunConfig.from_dict(data).prune == PruneConfig(None, None, None)
+    data["prune"] = {"merge_dist": 1, "prune_start": 3, "tau": "5e-2"}
+    cfg = RunConfig.from_dict(data)
+    assert (cfg.prune.merge_dist, cfg.prune.prune_start, cfg.prune.tau) == (1.0, 3, 0.05)
+    assert RunConfig.from_dict(yaml.safe_load(dump_config(cfg))) == cfg
+    with pytest.raises(ValueError, match=r"prune.tau must be in \[0, 1\) or null; got 1.0"):
+        PruneConfig(tau=1.0)
+    with pytest.raises(ValueError, match=r"prune.merge_dist must be >= 0 or null; got -0.5"):
+        PruneConfig(merge_dist=-0.5)
+    with pytest.raises(ValueError, match=r"prune.prune_start must be an EM iteration >= 1"):
+        PruneConfig(prune_start=0)
+    with pytest.raises(ValueError, match=r"Did you mean 'prune.merge_dist'"):
+        RunConfig.from_dict({**data, "prune": {"merge_dst": 1.0}})
 
 
 def test_image_sizes_of_data_and_model_must_agree(tiny_yaml: Path) -> None:

@@ -323,8 +323,9 @@ def prune(
 
     Args:
         run_dir: run directory of a PSA model.
-        tau: relevance threshold in [0, 1) reported as the headline; default: the model's
-            prune_tau when it was trained with ARD inside EM, else 0.05.
+        tau: relevance threshold in [0, 1) reported as the headline; default: the run
+            config's prune.tau, else the model's prune_tau when it was trained with ARD inside
+            EM, else 0.05.
         split: held-out split of the run's data config (test or val; train is allowed).
         sweep: also evaluate tau in 0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3 and plot the sweep.
         max_images: evaluate at most this many images (default: the whole split).
@@ -333,11 +334,12 @@ def prune(
             instead of thresholding the final pi; default: exactly when the model was trained
             with the grouping option prune_tau > 0 (or merge_dist > 0).
         merge_dist: also merge slots whose appearance Gaussians coincide, inside EM after its
-            last iteration, at this distance (e.g. 1.0; docs/pruning.md); default: the
-            model's own setting (0 = no merging unless it was trained with it).
+            last iteration, at this distance (e.g. 1.0; docs/pruning.md); default: the run
+            config's prune.merge_dist, else the model's own setting (0 = no merging unless it
+            was trained with it).
         prune_start: in-EM mode: the first EM iteration after which tau applies (e.g. 3 of 5:
             slots settle on their tokens before their weight is judged, so a small object
-            survives); default: the model's own setting.
+            survives); default: the run config's prune.prune_start, else the model's own.
         seed: seed of PSA's random initial slots in the analysis, so a report can be
             reproduced; other seeds show how much the figures move with the draw.
     """
@@ -346,6 +348,10 @@ def prune(
     _check_split(split)
     _check_optional_count("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "ARD pruning (`probslot prune`)")
+    # flags first, then the run config's `prune` section, then the model's own settings
+    tau = cfg.prune.tau if tau is None else tau
+    merge_dist = cfg.prune.merge_dist if merge_dist is None else merge_dist
+    prune_start = cfg.prune.prune_start if prune_start is None else prune_start
     if tau is None:
         tau = model.grouping.prune_tau or 0.05
     loader = split_loader(cfg, split)
