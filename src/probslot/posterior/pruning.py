@@ -282,7 +282,7 @@ class PruningReport:
         return buf.getvalue()
 
     def _settings(self) -> str:
-        """The non-default in-EM settings, as ``"; merge_dist 1, tau from iteration 3"``."""
+        """The non-default in-EM settings, as ``"; merge_dist 1; tau from EM iteration 3"``."""
         parts = []
         if self.merge_dist > 0:
             parts.append(f"merge_dist {self.merge_dist:g}")
