@@ -321,3 +321,15 @@ def test_slot_attention_matches_locatello_reference() -> None:
         slots = slots + module.mlp.net(module.mlp.norm(slots))
     torch.testing.assert_close(out.slots, slots)
     torch.testing.assert_close(out.attn, attn)
+
+
+def test_override_attributes_restores_the_previous_values_even_on_error() -> None:
+    from probslot.nn.layers import override_attributes
+
+    psa = ProbabilisticSlotAttention(3, 8, prune_tau=0.1)
+    with override_attributes(psa, prune_tau=0.3, temperature=2.0):
+        assert (psa.prune_tau, psa.temperature) == (0.3, 2.0)
+    assert (psa.prune_tau, psa.temperature) == (0.1, 1.0)
+    with pytest.raises(RuntimeError, match="boom"), override_attributes(psa, prune_tau=0.5):
+        raise RuntimeError("boom")
+    assert psa.prune_tau == 0.1

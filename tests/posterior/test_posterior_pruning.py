@@ -272,13 +272,20 @@ def _direct_in_em(model, images, tau, seed):
     return post, keep, out
 
 
+def _first_batch_seed(global_seed: int) -> int:
+    """Seed torch with `global_seed` and return the initial-slot seed an unseeded in-EM analysis
+    then draws for its first batch (torch is re-seeded, so the analysis draws it again)."""
+    torch.manual_seed(global_seed)
+    seed = int(torch.randint(0, 2**62, ()).item())
+    torch.manual_seed(global_seed)
+    return seed
+
+
 def test_in_em_mode_matches_a_direct_computation_and_restores_prune_tau():
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    torch.manual_seed(5)
-    seed = int(torch.randint(0, 2**62, ()).item())  # what the analysis draws for this batch
-    torch.manual_seed(5)
+    seed = _first_batch_seed(5)  # what the analysis draws for this batch
     report = prune_analysis(model, batches, taus=(0.0, 0.3), timing_repeats=1)  # in_em=None
     assert report.in_em and model.grouping.prune_tau == 0.3
     post0, _, base = _direct_in_em(model, images, 0.0, seed)
@@ -291,6 +298,12 @@ def test_in_em_mode_matches_a_direct_computation_and_restores_prune_tau():
     assert r.mse == pytest.approx(mse, rel=1e-9)
     assert r.mean_kept == pytest.approx(keep.sum(1).double().mean().item())
     assert r.decoder_flops_saved == pytest.approx(1 - keep.sum().item() / (4 * K), abs=0.02)
+    # the baseline is plain EM with all K slots decoded, whatever the model's own forward
+    # would keep (here: it would drop slot 0 of every image)
+    model.em_survivors = lambda post: (post.pi > 0).index_fill(1, torch.tensor([0]), False)
+    again = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, seed=0)
+    del model.em_survivors
+    assert again.decoder_flops == pytest.approx(report.decoder_flops)
     # the baseline is plain EM (prune_tau = 0): every slot kept, π statistics from it
     r0 = report.at(0.0)
     assert r0.mean_kept == K and r0.mse_change_pct == 0.0 and r0.decoder_flops_saved == 0.0
@@ -319,9 +332,7 @@ def test_in_em_mode_with_merging_compares_against_plain_em_and_restores_merge_di
     model = tiny_model(grouping_kwargs={"merge_dist": 5.0})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    torch.manual_seed(6)
-    seed = int(torch.randint(0, 2**62, ()).item())
-    torch.manual_seed(6)
+    seed = _first_batch_seed(6)
     report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1)  # in_em=None
     assert report.in_em and model.grouping.merge_dist == 5.0
     # the baseline: plain EM, no merging, all K slots decoded
@@ -343,9 +354,7 @@ def test_merge_dist_at_inference_overrides_the_model_and_is_restored():
     model = tiny_model()  # trained without merging
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    torch.manual_seed(7)
-    seed = int(torch.randint(0, 2**62, ()).item())
-    torch.manual_seed(7)
+    seed = _first_batch_seed(7)
     report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=5.0)
     assert report.in_em and model.grouping.merge_dist == 0.0  # restored
     model.grouping.merge_dist = 5.0
@@ -353,6 +362,12 @@ def test_merge_dist_at_inference_overrides_the_model_and_is_restored():
     model.grouping.merge_dist = 0.0
     assert (~keep).any()
     assert report.at(0.0).mean_kept == pytest.approx(keep.sum(1).double().mean().item())
+    # and 0 switches off the merging of a model that merges
+    model.grouping.merge_dist = 5.0
+    off = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=0.0, in_em=True)
+    assert off.merge_dist == 0.0 and off.at(0.0).mean_kept == K
+    assert model.grouping.merge_dist == 5.0  # restored
+    model.grouping.merge_dist = 0.0
     with pytest.raises(ValueError, match="needs in-EM mode"):
         prune_analysis(model, batches, merge_dist=1.0, in_em=False)
     with pytest.raises(ValueError, match="merge_dist must be a float >= 0"):
@@ -363,9 +378,7 @@ def test_prune_start_at_inference_overrides_the_model_and_is_restored():
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    torch.manual_seed(9)
-    seed = int(torch.randint(0, 2**62, ()).item())
-    torch.manual_seed(9)
+    seed = _first_batch_seed(9)
     report = prune_analysis(model, batches, taus=(0.3,), timing_repeats=1, prune_start=2)
     assert model.grouping.prune_start == 1  # restored
     assert report.prune_start == 2 and "tau from EM iteration 2" in report.summary(0.3)

@@ -5,6 +5,9 @@ Axis legend (see `probslot.typing`): b batch · n tokens · k slots · d feature
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 from torch import Tensor, nn
 
@@ -14,6 +17,7 @@ __all__ = [
     "check_iteration",
     "check_positive_int",
     "check_float",
+    "override_attributes",
     "prepare_grouping_inputs",
     "resolve_num_slots",
 ]
@@ -57,6 +61,20 @@ def check_iteration(name: str, value: object, iters: int) -> int:
     if it > iters:
         raise ValueError(f"{name} must be an iteration in [1, iters={iters}]; got {value}")
     return it
+
+
+@contextmanager
+def override_attributes(obj: object, **values: object) -> Iterator[None]:
+    """Set attributes of `obj` (e.g. a grouping's ``prune_tau``) for the ``with`` block only; the
+    previous values come back afterwards, also when the block raises."""
+    previous = {name: getattr(obj, name) for name in values}
+    try:
+        for name, value in values.items():
+            setattr(obj, name, value)
+        yield
+    finally:
+        for name, value in previous.items():
+            setattr(obj, name, value)
 
 
 def resolve_num_slots(default: int, num_slots: int | None) -> int:

@@ -386,13 +386,14 @@ def _merge_slots(
     if not bool((close.sum(-1) > 1).any()):  # every live slot is only close to itself
         return mu, var, pi
     rows = torch.arange(b, device=pi.device)
-    target = torch.arange(k, device=pi.device).expand(b, k).clone()  # (b, k) root of each slot
+    slots = torch.arange(k, device=pi.device)
+    target = slots.expand(b, k).clone()  # (b, k) root of each slot
     placed = torch.zeros_like(alive)  # (b, k) slots already in a group
     for j in pi.argsort(-1, descending=True).unbind(-1):  # (b,) the next slot of each image
         # (b, k roots) members of each group that are not close to j
         far = placed & ~close[rows, j]
-        conflicts = torch.zeros(b, k, device=pi.device).scatter_add(1, target, far.to(pi.dtype))
-        is_root = placed & (target == torch.arange(k, device=pi.device))
+        conflicts = torch.zeros_like(pi).scatter_add(1, target, far.to(pi.dtype))
+        is_root = placed & (target == slots)
         fits = is_root & (conflicts == 0) & alive[rows, j, None]
         score = torch.where(fits, pi, torch.full_like(pi, -1.0))
         target[rows, j] = torch.where(fits.any(-1), score.argmax(-1), j)

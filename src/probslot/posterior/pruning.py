@@ -434,7 +434,7 @@ def prune_analysis(
     from probslot.metrics.reconstruction import mse as mse_per_image
     from probslot.metrics.segmentation import fg_ari
     from probslot.nn import ProbabilisticSlotAttention
-    from probslot.nn.layers import check_float, check_iteration
+    from probslot.nn.layers import check_float, check_iteration, override_attributes
 
     grouping = getattr(model, "grouping", None)
     if not isinstance(grouping, ProbabilisticSlotAttention):
@@ -445,8 +445,7 @@ def prune_analysis(
             "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
         )
     taus = _check_taus(taus)
-    model_merge = float(getattr(grouping, "merge_dist", 0.0))
-    trained_merge = model_merge
+    trained_merge = float(getattr(grouping, "merge_dist", 0.0))
     if merge_dist is not None:
         merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 or None", low=0.0)
         if in_em is False and merge_dist > 0:
@@ -459,7 +458,6 @@ def prune_analysis(
         in_em = grouping.prune_tau > 0 or trained_merge > 0
     if not isinstance(in_em, bool):
         raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
-    model_start = grouping.prune_start
     if prune_start is not None:
         prune_start = check_iteration("prune_start", prune_start, grouping.iters)
         if not in_em:
@@ -467,7 +465,7 @@ def prune_analysis(
                 "prune_start applies tau inside EM, so it needs in-EM mode; got in_em=False. "
                 "Pass in_em=True or leave it None"
             )
-    start = model_start if prune_start is None else prune_start
+    start = grouping.prune_start if prune_start is None else prune_start
     trained_tau = grouping.prune_tau
     if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
         raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
@@ -523,22 +521,24 @@ def prune_analysis(
             def encode(
                 tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
             ) -> Any:
-                grouping.prune_tau = tau
-                grouping.prune_start = start
-                if trained_merge > 0:  # the in-EM baseline is plain EM: no merging either
-                    grouping.merge_dist = 0.0 if plain else trained_merge
-                if seed is None:
-                    return count_flops(model.encode, images)
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    return count_flops(model.encode, images)
+                # the in-EM baseline is plain EM: no merging either
+                merge = 0.0 if plain else trained_merge
+                with override_attributes(
+                    grouping, prune_tau=tau, prune_start=start, merge_dist=merge
+                ):
+                    if seed is None:
+                        return count_flops(model.encode, images)
+                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                        torch.manual_seed(seed)
+                        return count_flops(model.encode, images)
 
             # encoder + grouping once, then the unpruned decode once: its output is the baseline
             post, enc_flops = encode(0.0 if in_em else trained_tau, plain=in_em)
             assert isinstance(post, SlotPosterior)
             slots = post.slots
-            # a model pruned inside EM (threshold mode) decodes only its surviving slots
-            base_keep = model.em_survivors(post)
+            # in-EM mode: plain EM, all K slots decoded; threshold mode: a model pruned inside
+            # EM decodes only its surviving slots (its own forward pass)
+            base_keep = None if in_em else model.em_survivors(post)
             if base_keep is not None and bool(base_keep.all()):
                 base_keep = None
             base_out, base_dec = count_flops(model.decode, slots, keep=base_keep)
@@ -564,8 +564,8 @@ def prune_analysis(
                     post_t = encode(tau)[0]
                     slots_t = post_t.slots
                     attn_t = model.attention_masks(post_t.attn, model.token_grid)
-                    keep = model.em_survivors(post_t)  # EM always keeps the top slot
-                    assert keep is not None  # prune_tau = τ > 0 or merge_dist > 0 here
+                    # slots pruned or merged away inside EM have π = 0 (EM keeps the top slot)
+                    keep = post_t.pi > 0
                 else:
                     keep = relevance_keep(post.pi, tau, keep_top=keep_top)
                 if bool(keep.all()) and post_t is post:
@@ -599,10 +599,6 @@ def prune_analysis(
             if max_images is not None and seen >= max_images:
                 break
     finally:
-        grouping.prune_tau = trained_tau
-        grouping.prune_start = model_start
-        if trained_merge > 0 or model_merge > 0:
-            grouping.merge_dist = model_merge
         if was_training:
             model.train()
     if seen == 0:

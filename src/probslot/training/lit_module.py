@@ -25,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from probslot.config import OptimConfig
+from probslot.nn.layers import override_attributes
 from probslot.training.callbacks import EMA, soft_masks
 from probslot.training.schedule import lr_factor
 from probslot.typing import AutoencoderOutput
@@ -178,21 +179,15 @@ class SlotLightningModule(pl.LightningModule):
         """The training forward pass with the scheduled ARD threshold and E-step temperature;
         they hold for this pass only, so validation and export (EMA copy or not) always see
         the configured values."""
-        changes = {
+        scheduled = {
             "prune_tau": (self.prune_tau_at(self.global_step), self.prune_tau),
             "temperature": (self.temperature_at(self.global_step), self.temperature),
         }
-        changes = {k: v for k, v in changes.items() if v[0] != v[1]}
+        changes = {name: now for name, (now, configured) in scheduled.items() if now != configured}
         if not changes:
             return self.model(images)
-        grouping = self.model.grouping
-        for name, (value, _) in changes.items():
-            setattr(grouping, name, value)
-        try:
+        with override_attributes(self.model.grouping, **changes):
             return self.model(images)
-        finally:
-            for name, (_, configured) in changes.items():
-                setattr(grouping, name, configured)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = self._images(batch)
