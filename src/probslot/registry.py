@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -55,8 +56,32 @@ class Registry(Generic[T]):
             )
         return self._factories[name]
 
+    def options(self, name: str) -> list[str] | None:
+        """The keyword options the factory `name` accepts, or None when it takes ``**kwargs``."""
+        params = inspect.signature(self.get(name)).parameters.values()
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+            return None
+        return [p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+
+    def check_options(self, name: str, options: Iterable[str], where: str = "") -> None:
+        """Raise a ValueError naming the closest valid option for any option `name` does not take."""
+        accepted = self.options(name)
+        if accepted is None:
+            return
+        for key in options:
+            if key not in accepted:
+                raise ValueError(
+                    f"unknown option {key!r} for {self.kind} {name!r}{where}."
+                    f"{did_you_mean(key, accepted)} Accepted: {', '.join(accepted)}"
+                )
+
     def build(self, name: str, **kwargs: Any) -> T:
+        """The component `name` built with `kwargs` (unknown option names are a ValueError)."""
+        self.check_options(name, kwargs)
         return self.get(name)(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}: {', '.join(self.available())})"
 
     def available(self) -> list[str]:
         return sorted(self._factories)

@@ -20,27 +20,15 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from probslot.relevance import relevant
+
 __all__ = [
     "AutoencoderOutput",
     "DecoderOutput",
     "EncoderOutput",
     "SlotAttentionOutput",
     "SlotPosterior",
-    "check_tau",
 ]
-
-
-def check_tau(tau: float) -> float:
-    """Validate a relevance threshold τ ∈ [0, 1) (paper Eq. 7) and return it as a float."""
-    if isinstance(tau, bool) or not isinstance(tau, (int, float)):
-        raise ValueError(
-            f"tau must be a number in [0, 1); got {tau!r} of type {type(tau).__name__}"
-        )
-    if not 0.0 <= float(tau) < 1.0:
-        raise ValueError(
-            f"tau must be in [0, 1) (paper Eq. 7: keep slots with pi > tau); got {tau}"
-        )
-    return float(tau)
 
 
 @dataclass(frozen=True)
@@ -76,8 +64,9 @@ class SlotPosterior:
         return self.mu + self.var.sqrt() * eps
 
     def active(self, tau: float) -> Tensor:
-        """(b, k) bool mask of relevant slots, π_k > τ (automatic relevance determination, Eq. 7)."""
-        return self.pi > check_tau(tau)
+        """(b, k) bool mask of the relevant slots (Eq. 7, `probslot.relevance.relevant`): π_k > τ,
+        and each image keeps its largest slot when none passes."""
+        return relevant(self.pi, tau)
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_build_model_options_reach_the_grouping():
         preset="PSA-Proj", grouping_kwargs={"gru": True, "mlp": True, "norm_slots": True}
     )
     model = build_model(cfg)
-    assert model.grouping.gru is not None and model.grouping.mlp is not None
+    assert model.grouping.refine.gru is not None and model.grouping.refine.mlp is not None
     assert isinstance(model.likelihood, MSE)
 
 
@@ -151,10 +151,10 @@ def test_build_model_needs_a_model_config():
             ValueError,
             r"must not set 'iters' \(set ModelConfig.iters\)",
         ),
-        ({"num_slots": "5"}, ValueError, r"num_slots must be a positive int; got '5'"),
-        ({"num_slots": True}, ValueError, r"num_slots must be a positive int; got True"),
-        ({"slot_dim": 0}, ValueError, r"slot_dim must be a positive int; got 0"),
-        ({"iters": 0}, ValueError, r"iters must be a positive int or None; got 0"),
+        ({"num_slots": "5"}, TypeError, r"num_slots must be an integer >= 1; got '5' \(str\)"),
+        ({"num_slots": True}, TypeError, r"num_slots must be an integer >= 1; got True \(bool\)"),
+        ({"slot_dim": 0}, ValueError, r"ModelConfig.slot_dim must be an integer >= 1; got 0"),
+        ({"iters": 0}, ValueError, r"ModelConfig.iters must be an integer >= 1; got 0"),
         ({"image_size": [32]}, TypeError, r"image_size must be an int or a \[height, width\] list"),
         ({"image_size": -4}, ValueError, r"image_size must be positive; got -4"),
         ({"encoder_kwargs": [1, 2]}, TypeError, r"encoder_kwargs must be a dict with str keys"),

@@ -5,11 +5,11 @@ import math
 import pytest
 import torch
 
+from grouping_helpers import flat_psa  # noqa: E402
 from probslot.decoders import DECODERS
 from probslot.encoders import CNNEncoder
-from probslot.encoders.layers import cell_centres
+from probslot.layers import cell_centres
 from probslot.models import ModelConfig, build_model
-from probslot.nn import ProbabilisticSlotAttention
 
 B, H, W = 2, 12, 20  # distinct, so swapped axes fail
 
@@ -61,7 +61,7 @@ def test_psa_slot_positions_are_the_responsibility_weighted_centres():
     feats = torch.randn(B, n_side * n_side, 5, dtype=torch.float64)
     tokens = torch.cat([feats, coords.expand(B, -1, -1)], dim=-1)
     for standardize in (False, True):
-        m = ProbabilisticSlotAttention(
+        m = flat_psa(
             3, 7, iters=3, variant="base", coord_dims=2, standardize=standardize, min_var=1e-9
         ).double()
         with torch.no_grad():
@@ -79,7 +79,7 @@ def test_psa_positions_skip_the_layernorm():
     torch.manual_seed(1)
     coords = cell_centres(5, 5)
     feats = torch.randn(1, 25, 4)
-    m = ProbabilisticSlotAttention(3, 6, iters=2, variant="base", coord_dims=2)
+    m = flat_psa(3, 6, iters=2, variant="base", coord_dims=2)
     with torch.no_grad():
         torch.manual_seed(3)
         a = m(torch.cat([feats, coords[None]], -1)).attn
@@ -95,14 +95,14 @@ def test_psa_positions_skip_the_layernorm():
     ("kwargs", "message"),
     [
         ({"coord_dims": 2, "variant": "proj"}, "needs variant='base'"),
-        ({"coord_dims": -1}, "non-negative int"),
+        ({"coord_dims": -1}, "coord_dims must be an integer >= 1; got -1"),
         ({"coord_dims": 7}, "smaller than dim=7"),
     ],
 )
 def test_psa_coord_dims_errors(kwargs, message):
     options = {"variant": "base", **kwargs}
     with pytest.raises(ValueError, match=message):
-        ProbabilisticSlotAttention(3, 7, **options)
+        flat_psa(3, 7, **options)
 
 
 DECODER_OPTIONS = {
@@ -194,9 +194,7 @@ def test_psa_positions_out_of_the_estep_group_by_appearance_and_still_give_centr
     torch.manual_seed(4)
     coords = cell_centres(6, 6)
     feats = torch.randn(B, 36, 5)
-    m = ProbabilisticSlotAttention(
-        3, 7, iters=3, variant="base", coord_dims=2, coord_weight=0.0, standardize=True
-    )
+    m = flat_psa(3, 7, iters=3, variant="base", coord_dims=2, coord_weight=0.0, standardize=True)
     with torch.no_grad():
         torch.manual_seed(5)
         post = m(torch.cat([feats, coords.expand(B, -1, -1)], -1))
@@ -224,7 +222,7 @@ def test_psa_coord_weight_is_a_power_likelihood_on_the_positions(weight):
     n, d_app, k, temp = 25, 4, 3, 1.7
     coords = cell_centres(5, 5)  # (n, 2)
     tokens = torch.cat([torch.randn(B, n, d_app), coords.expand(B, -1, -1)], -1).double()
-    m = ProbabilisticSlotAttention(
+    m = flat_psa(
         k,
         d_app + 2,
         iters=1,
@@ -254,10 +252,14 @@ def test_psa_coord_weight_is_a_power_likelihood_on_the_positions(weight):
     torch.testing.assert_close(attn, torch.softmax(logits, dim=1), atol=1e-10, rtol=1e-8)
 
 
-@pytest.mark.parametrize("bad", [-0.1, 1.5, True, "0.5"])
-def test_psa_rejects_coord_weight_outside_unit_interval(bad):
-    with pytest.raises(ValueError, match="coord_weight must be a float in \\[0, 1\\]"):
-        ProbabilisticSlotAttention(3, 7, variant="base", coord_dims=2, coord_weight=bad)
+@pytest.mark.parametrize(
+    ("bad", "error"), [(-0.1, ValueError), (1.5, ValueError), (True, TypeError), ("0.5", TypeError)]
+)
+def test_psa_rejects_coord_weight_outside_unit_interval(bad, error):
+    with pytest.raises(error, match="coord_weight must be a number >= 0 and <= 1"):
+        flat_psa(3, 7, variant="base", coord_dims=2, coord_weight=bad)
+    with pytest.raises(error, match="coord_weight must be a number >= 0 and <= 1"):
+        flat_psa(3, 7, variant="base", coord_weight=bad)  # checked without positions too
 
 
 def test_replicate_padding_keeps_a_plain_background_plain_up_to_the_border():

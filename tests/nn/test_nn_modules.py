@@ -14,6 +14,7 @@ from probslot.nn import (
     GROUPINGS,
     ProbabilisticSlotAttention,
     SlotAttention,
+    Standardize,
     build_grouping,
     em_step,
 )
@@ -22,17 +23,58 @@ from probslot.typing import SlotAttentionOutput, SlotPosterior
 
 B, N, D, K, DS = 2, 7, 5, 3, 4
 
-# (registry name, options, slot_dim): every configuration the registry can build
+# (registry name, options, slot_dim): every option of every registered factory, alone, and the
+# combinations the presets use (test_every_factory_option_is_swept checks the coverage)
 CONFIGS = [
     ("sa", {}, DS),
+    ("sa", {"mlp_hidden": 6, "eps": 1e-6}, DS),
     ("psa", {}, None),
     ("psa", {"query_proj": False}, None),
     ("psa", {"init": "standard"}, None),
     ("psa", {"variance": "map"}, None),
+    ("psa", {"min_var": 1e-3}, None),
+    ("psa", {"temperature": 2.5}, None),
+    ("psa", {"standardize": True}, None),
+    ("psa", {"prune_tau": 0.2, "prune_start": 2}, None),
+    ("psa", {"merge_dist": 5.0, "merge_start": 2}, None),
+    ("psa", {"coord_dims": 2}, None),
+    ("psa", {"coord_dims": 2, "coord_weight": 0.0}, None),
+    ("psa", {"coord_dims": 2, "coord_weight": 0.5}, None),
+    ("psa", {"gru": True, "norm_slots": True}, None),
+    ("psa", {"mlp": True, "mlp_hidden": 6}, None),
+    ("psa", {"proj_init": "torch"}, None),
+    # the demo preset and the ARD preset (configs/demo.yaml, configs/sprites_psa_ard.yaml)
+    ("psa", {"temperature": 5.66, "standardize": True, "coord_dims": 2}, None),
+    (
+        "psa",
+        {
+            "temperature": 5.66,
+            "standardize": True,
+            "coord_dims": 2,
+            "prune_tau": 0.05,
+            "prune_start": 2,
+            "merge_dist": 1.0,
+        },
+        None,
+    ),  # fmt: skip
     ("psa-proj", {}, DS),
     ("psa-proj", {"variance": "map"}, DS),
     ("psa-proj", {"gru": True, "mlp": True, "norm_slots": True}, DS),
     ("psa-proj", {"gru": True, "init": "standard"}, DS),
+    ("psa-proj", {"mlp": True, "mlp_hidden": 7, "min_var": 1e-3}, DS),
+    ("psa-proj", {"proj_init": "torch"}, DS),
+    (
+        "psa-proj",
+        {
+            "temperature": 0.7,
+            "standardize": True,
+            "prune_tau": 0.1,
+            "prune_start": 3,
+            "merge_dist": 1.0,
+            "merge_start": 3,
+        },
+        DS,
+    ),  # fmt: skip
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _ in CONFIGS]
 
@@ -57,10 +99,28 @@ def test_registry_names_and_suggestions() -> None:
     assert GROUPINGS.available() == ["psa", "psa-proj", "sa"]
     with pytest.raises(ValueError, match=r"unknown grouping 'psa_proj'. Did you mean 'psa-proj'"):
         GROUPINGS.get("psa_proj")
-    with pytest.raises(ValueError, match=r"grouping 'psa' fixes the variant; got variant='proj'"):
+    with pytest.raises(ValueError, match=r"unknown option 'variant' for grouping 'psa'"):
         build_grouping("psa", K, D, variant="proj")
+    with pytest.raises(ValueError, match=r"'temprature'.*Did you mean 'temperature'"):
+        build_grouping("psa", K, D, temprature=2.0)
     assert build_grouping("psa", K, D).variant == "base"
+    assert build_grouping("psa", K, D, query_proj=False).variant == "exact"
     assert build_grouping("psa-proj", K, D).variant == "proj"
+
+
+def test_every_factory_option_is_swept() -> None:
+    """The sweep below covers every keyword option of every registered factory."""
+    import inspect
+
+    # psa-proj takes coord_dims only to reject it with a clear message (tested in test_models_positions)
+    only_rejected = {"psa-proj": {"coord_dims"}}
+    for name in GROUPINGS.available():
+        params = inspect.signature(GROUPINGS.get(name)).parameters
+        options = (
+            set(params) - {"num_slots", "dim", "slot_dim", "iters"} - only_rejected.get(name, set())
+        )
+        swept = set().union(*(o for n, o, _ in CONFIGS if n == name))
+        assert options <= swept, f"{name}: options never swept: {sorted(options - swept)}"
 
 
 @pytest.mark.parametrize(("name", "options", "slot_dim"), CONFIGS, ids=IDS)
@@ -79,11 +139,13 @@ def test_forward_contract_and_invariants(name, options, slot_dim) -> None:
     else:
         assert isinstance(out, SlotPosterior)
         assert out.var.shape == (B, K, d) and out.pi.shape == (B, K)
-        assert (out.var >= module.min_var).all()
+        if module.extension(Standardize) is None:  # σ² is floored in EM's own coordinates
+            assert (out.var >= module.min_var).all()
         assert (out.pi >= 0).all()
         torch.testing.assert_close(out.pi.sum(-1), torch.ones(B))
-        # pi is the mean responsibility over tokens
-        torch.testing.assert_close(out.pi, out.attn.mean(-1))
+        if not any(e.removes_slots for e in module.extensions):
+            # pi is the mean responsibility over tokens (ARD and merging change it after)
+            torch.testing.assert_close(out.pi, out.attn.mean(-1))
     # num_slots override
     out5 = module(x, num_slots=5)
     assert out5.slots.shape == (B, 5, d) and out5.attn.shape == (B, 5, N)
@@ -218,10 +280,12 @@ def test_posterior_sample_and_active() -> None:
     s = out.sample(torch.Generator().manual_seed(0))
     assert s.shape == (B, K, DS)
     assert out.active(0.0).shape == (B, K)
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\).*got 1.0"):
+    with pytest.raises(ValueError, match=r"tau must be a number >= 0 and < 1.*got 1"):
         out.active(1.0)
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\).*got -0.1"):
+    with pytest.raises(ValueError, match=r"tau must be a number >= 0 and < 1.*got -0.1"):
         out.active(-0.1)
+    with pytest.raises(TypeError, match=r"tau must be a number.*got '0.1' \(str\)"):
+        out.active("0.1")
 
 
 @pytest.mark.parametrize("name", ["sa", "psa", "psa-proj"])
@@ -258,22 +322,25 @@ def test_bad_forward_input(name) -> None:
         module(bad)
     with pytest.raises(ValueError, match=r"num_slots must be an integer >= 1; got 0"):
         module(x, num_slots=0)
-    with pytest.raises(ValueError, match=r"num_slots must be an integer >= 1; got 2.5"):
+    with pytest.raises(TypeError, match=r"num_slots must be an integer >= 1; got 2.5 \(float\)"):
         module(x, num_slots=2.5)
-    with pytest.raises(ValueError, match=r"mask must have dtype torch.bool.*got torch.int64"):
+    with pytest.raises(TypeError, match=r"mask must have dtype torch.bool.*got torch.int64"):
         module(x, mask=torch.ones(B, N, dtype=torch.long))
     with pytest.raises(ValueError, match=r"mask must have shape \(b=2, n=7\).*got \(7, 2\)"):
         module(x, mask=torch.ones(N, B, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"at least one real token per image"):
         module(x, mask=torch.zeros(B, N, dtype=torch.bool))
-    with pytest.raises(ValueError, match=r"floating-point.*got dtype torch.int64"):
+    with pytest.raises(TypeError, match=r"floating-point.*got dtype torch.int64"):
         module(torch.ones(B, N, D, dtype=torch.long))
 
 
 def test_bad_constructor_arguments() -> None:
     with pytest.raises(ValueError, match=r"slot_dim must equal dim=5; got slot_dim=4"):
         ProbabilisticSlotAttention(K, D, slot_dim=4, variant="base")
-    with pytest.raises(ValueError, match=r"variant must be one of \['proj', 'base'\]; got 'Proj'"):
+    with pytest.raises(
+        ValueError,
+        match=r"variant must be one of \['proj', 'base', 'exact'\]; got 'Proj'. Did you mean 'proj'",
+    ):
         ProbabilisticSlotAttention(K, D, variant="Proj")
     with pytest.raises(ValueError, match=r"variance must be one of \['mle', 'map'\]; got 'mlp'"):
         ProbabilisticSlotAttention(K, D, variance="mlp")
@@ -281,11 +348,15 @@ def test_bad_constructor_arguments() -> None:
         ProbabilisticSlotAttention(K, D, init="xavier")
     with pytest.raises(ValueError, match=r"iters must be an integer >= 1; got 0"):
         ProbabilisticSlotAttention(K, D, iters=0)
-    with pytest.raises(ValueError, match=r"min_var must be a positive float; got -1"):
+    with pytest.raises(ValueError, match=r"min_var must be a number > 0; got -1"):
         ProbabilisticSlotAttention(K, D, min_var=-1)
+    with pytest.raises(TypeError, match=r"extensions must hold EMExtension parts; got str"):
+        ProbabilisticSlotAttention(K, D, extensions=["ard"])
+    with pytest.raises(TypeError, match=r"refine must be a module with query_input"):
+        ProbabilisticSlotAttention(K, D, refine=torch.nn.Linear(4, 4))
     with pytest.raises(ValueError, match=r"num_slots must be an integer >= 1; got 0"):
         SlotAttention(0, D)
-    with pytest.raises(ValueError, match=r"dim must be an integer >= 1; got 5.0"):
+    with pytest.raises(TypeError, match=r"dim must be an integer >= 1; got 5.0 \(float\)"):
         SlotAttention(K, 5.0)
 
 
@@ -321,15 +392,3 @@ def test_slot_attention_matches_locatello_reference() -> None:
         slots = slots + module.mlp.net(module.mlp.norm(slots))
     torch.testing.assert_close(out.slots, slots)
     torch.testing.assert_close(out.attn, attn)
-
-
-def test_override_attributes_restores_the_previous_values_even_on_error() -> None:
-    from probslot.nn.layers import override_attributes
-
-    psa = ProbabilisticSlotAttention(3, 8, prune_tau=0.1)
-    with override_attributes(psa, prune_tau=0.3, temperature=2.0):
-        assert (psa.prune_tau, psa.temperature) == (0.3, 2.0)
-    assert (psa.prune_tau, psa.temperature) == (0.1, 1.0)
-    with pytest.raises(RuntimeError, match="boom"), override_attributes(psa, prune_tau=0.5):
-        raise RuntimeError("boom")
-    assert psa.prune_tau == 0.1

@@ -4,7 +4,7 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from probslot.nn import ProbabilisticSlotAttention
+from grouping_helpers import flat_psa  # noqa: E402
 
 
 def _clustered_tokens(b: int = 6, n: int = 96, d: int = 16, clusters: int = 3) -> tuple:
@@ -23,8 +23,8 @@ def _mean_ari(attn: torch.Tensor, labels: torch.Tensor) -> float:
 
 def test_base_with_identity_query_equals_exact_em_at_init() -> None:
     tokens, _ = _clustered_tokens()
-    with_q = ProbabilisticSlotAttention(5, 16, iters=3, variant="base")
-    without_q = ProbabilisticSlotAttention(5, 16, iters=3, variant="base", query_proj=False)
+    with_q = flat_psa(5, 16, iters=3, variant="base")
+    without_q = flat_psa(5, 16, iters=3, variant="base", query_proj=False)
     without_q.load_state_dict({k: v for k, v in with_q.state_dict().items() if "to_q" not in k})
     torch.manual_seed(7)
     a = with_q(tokens)
@@ -35,12 +35,12 @@ def test_base_with_identity_query_equals_exact_em_at_init() -> None:
 
 
 def test_proj_init_keys_and_values_tied() -> None:
-    m = ProbabilisticSlotAttention(4, 16, slot_dim=16, variant="proj")
+    m = flat_psa(4, 16, slot_dim=16, variant="proj")
     torch.testing.assert_close(m.to_q.weight, torch.eye(16))
     torch.testing.assert_close(m.to_k.weight, m.to_v.weight)
     torch.testing.assert_close(m.to_k.weight @ m.to_k.weight.T, torch.eye(16), atol=1e-5, rtol=0)
     assert not torch.equal(
-        ProbabilisticSlotAttention(4, 16, variant="proj", proj_init="torch").to_q.weight,
+        flat_psa(4, 16, variant="proj", proj_init="torch").to_q.weight,
         torch.eye(16),
     )
 
@@ -48,8 +48,8 @@ def test_proj_init_keys_and_values_tied() -> None:
 @pytest.mark.parametrize("variant", ["base", "proj"])
 def test_em_init_separates_clusters_and_prunes_the_spare_slot(variant: str) -> None:
     tokens, labels = _clustered_tokens()
-    em = ProbabilisticSlotAttention(4, 16, iters=3, variant=variant)
-    torch_init = ProbabilisticSlotAttention(4, 16, iters=3, variant=variant, proj_init="torch")
+    em = flat_psa(4, 16, iters=3, variant=variant)
+    torch_init = flat_psa(4, 16, iters=3, variant=variant, proj_init="torch")
     with torch.no_grad():
         post_em, post_torch = em(tokens), torch_init(tokens)
     # exact EM at init finds the 3 clusters; PyTorch's init collapses onto few slots
@@ -63,4 +63,4 @@ def test_proj_init_rejects_unknown_choice() -> None:
     with pytest.raises(
         ValueError, match=r"proj_init must be one of \['em', 'torch'\]; got 'xavier'"
     ):
-        ProbabilisticSlotAttention(3, 8, proj_init="xavier")
+        flat_psa(3, 8, proj_init="xavier")

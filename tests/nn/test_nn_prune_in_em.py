@@ -3,19 +3,20 @@
 import pytest
 import torch
 
-from probslot.nn import ProbabilisticSlotAttention
-from probslot.nn.psa import _prune_weights
+from grouping_helpers import flat_psa  # noqa: E402
+from probslot.nn import ARDPrune, MomentMerge
+from probslot.nn.extensions import merge_slots, prune_weights
 
 
 def test_prune_weights_zeroes_small_slots_keeps_the_largest_and_renormalises() -> None:
     pi = torch.tensor([[0.50, 0.30, 0.15, 0.05], [0.02, 0.03, 0.01, 0.94], [0.2, 0.2, 0.3, 0.3]])
-    out = _prune_weights(pi, 0.1)
+    out = prune_weights(pi, 0.1)
     expected = torch.tensor([[0.50, 0.30, 0.15, 0.0], [0.0, 0.0, 0.0, 1.0], [0.2, 0.2, 0.3, 0.3]])
     expected = expected / expected.sum(-1, keepdim=True)
     torch.testing.assert_close(out, expected)
     # every slot below tau: only the largest survives
     torch.testing.assert_close(
-        _prune_weights(torch.tensor([[0.3, 0.4, 0.3]]), 0.5), torch.tensor([[0.0, 1.0, 0.0]])
+        prune_weights(torch.tensor([[0.3, 0.4, 0.3]]), 0.5), torch.tensor([[0.0, 1.0, 0.0]])
     )
 
 
@@ -32,8 +33,8 @@ def _both(first, second, x: torch.Tensor, seed: int):
 
 def test_prune_tau_zero_is_the_plain_algorithm() -> None:
     x = torch.randn(2, 11, 6)
-    plain = ProbabilisticSlotAttention(4, 6, iters=3)
-    a, b = _both(plain, ProbabilisticSlotAttention(4, 6, iters=3, prune_tau=0.0), x, seed=1)
+    plain = flat_psa(4, 6, iters=3)
+    a, b = _both(plain, flat_psa(4, 6, iters=3, prune_tau=0.0), x, seed=1)
     torch.testing.assert_close(a.mu, b.mu)
     torch.testing.assert_close(a.pi, b.pi)
 
@@ -43,7 +44,7 @@ def test_pruned_slots_have_zero_weight_and_claim_no_tokens_afterwards() -> None:
     centres = 3.0 * torch.randn(2, 8, generator=g)
     labels = torch.randint(0, 2, (3, 40), generator=g)
     x = centres[labels] + 0.2 * torch.randn(3, 40, 8, generator=g)
-    m = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1)
+    m = flat_psa(5, 8, iters=4, variant="base", prune_tau=0.1)
     with torch.no_grad():
         post = m(x)
     torch.testing.assert_close(post.pi.sum(-1), torch.ones(3))
@@ -74,8 +75,8 @@ def test_autoencoder_skips_slots_pruned_inside_em() -> None:
 
 
 def test_prune_tau_out_of_range_is_rejected() -> None:
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\).*got 1.5"):
-        ProbabilisticSlotAttention(3, 8, prune_tau=1.5)
+    with pytest.raises(ValueError, match=r"prune_tau must be a number >= 0 and < 1.*got 1.5"):
+        flat_psa(3, 8, prune_tau=1.5)
 
 
 def _two_clusters(seed: int = 5) -> torch.Tensor:
@@ -87,18 +88,18 @@ def _two_clusters(seed: int = 5) -> torch.Tensor:
 
 def test_prune_start_at_the_last_iteration_only_thresholds_the_final_weights() -> None:
     x = _two_clusters()
-    plain = ProbabilisticSlotAttention(5, 8, iters=4, variant="base")
-    late = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=4)
+    plain = flat_psa(5, 8, iters=4, variant="base")
+    late = flat_psa(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=4)
     a, b = _both(plain, late, x, seed=2)
     # three plain iterations and a plain fourth M-step: the same means, variances, attention
     torch.testing.assert_close(b.mu, a.mu)
     torch.testing.assert_close(b.attn, a.attn)
-    torch.testing.assert_close(b.pi, _prune_weights(a.pi, 0.1))
+    torch.testing.assert_close(b.pi, prune_weights(a.pi, 0.1))
 
 
 def test_prune_start_before_the_last_iteration_hands_pruned_tokens_to_survivors() -> None:
     x = _two_clusters()
-    m = ProbabilisticSlotAttention(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=3)
+    m = flat_psa(5, 8, iters=4, variant="base", prune_tau=0.1, prune_start=3)
     with torch.no_grad():
         torch.manual_seed(2)
         post = m(x)
@@ -109,15 +110,14 @@ def test_prune_start_before_the_last_iteration_hands_pruned_tokens_to_survivors(
     torch.testing.assert_close(post.attn.sum(1), torch.ones(3, 40))
 
 
-@pytest.mark.parametrize("bad", [0, 5, 1.5])
-def test_prune_start_outside_the_iterations_is_rejected(bad) -> None:
-    with pytest.raises(ValueError, match="prune_start"):
-        ProbabilisticSlotAttention(5, 8, iters=4, prune_tau=0.1, prune_start=bad)
+@pytest.mark.parametrize(("bad", "error"), [(0, ValueError), (5, ValueError), (1.5, TypeError)])
+def test_prune_start_outside_the_iterations_is_rejected(bad, error) -> None:
+    with pytest.raises(error, match="prune_start must be an integer >= 1 and <= 4"):
+        flat_psa(5, 8, iters=4, prune_tau=0.1, prune_start=bad)
 
 
 # ---------------------------------------------------------------------- merging inside EM
 def test_merge_slots_joins_coinciding_appearance_and_moment_matches() -> None:
-    from probslot.nn.psa import _merge_slots
 
     # slots 0 and 2 share their appearance (first 3 features) and differ in position (last 2)
     mu = torch.tensor(
@@ -127,7 +127,7 @@ def test_merge_slots_joins_coinciding_appearance_and_moment_matches() -> None:
         [[[0.5, 0.5, 0.5, 0.1, 0.1], [1.0, 1.0, 1.0, 0.2, 0.2], [0.5, 0.5, 0.5, 0.3, 0.1]]]
     )
     pi = torch.tensor([[0.3, 0.5, 0.2]])
-    new_mu, new_var, new_pi = _merge_slots(mu, var, pi, dist=0.1, app_dims=3, min_var=1e-6)
+    new_mu, new_var, new_pi = merge_slots(mu, var, pi, dist=0.1, app_dims=3, min_var=1e-6)
     torch.testing.assert_close(new_pi, torch.tensor([[0.5, 0.5, 0.0]]))  # 0 (larger π) is the root
     w = torch.tensor([0.3, 0.2]) / 0.5
     pair_mu, pair_var = mu[0, [0, 2]], var[0, [0, 2]]
@@ -140,7 +140,6 @@ def test_merge_slots_joins_coinciding_appearance_and_moment_matches() -> None:
 
 
 def test_merge_slots_is_complete_linkage_and_leaves_dead_slots_dead() -> None:
-    from probslot.nn.psa import _merge_slots
 
     # appearance 0.0, 0.3, 0.6 in one feature, unit variances: neighbours are 0.045 apart,
     # the ends 0.18; with dist 0.1, 1 joins 0 (largest π) but 2, close to 1 only, may not
@@ -148,16 +147,16 @@ def test_merge_slots_is_complete_linkage_and_leaves_dead_slots_dead() -> None:
     mu = torch.tensor([[[0.0], [0.3], [0.6], [9.0]]])
     var = torch.ones(1, 4, 1)
     pi = torch.tensor([[0.5, 0.3, 0.2, 0.0]])  # slot 3 is dead
-    new_mu, _, new_pi = _merge_slots(mu, var, pi, dist=0.1, app_dims=1, min_var=1e-6)
+    new_mu, _, new_pi = merge_slots(mu, var, pi, dist=0.1, app_dims=1, min_var=1e-6)
     torch.testing.assert_close(new_pi, torch.tensor([[0.8, 0.0, 0.2, 0.0]]))
     torch.testing.assert_close(new_mu[0, 0, 0], torch.tensor((0.5 * 0.0 + 0.3 * 0.3) / 0.8))
     torch.testing.assert_close(new_mu[0, 2], mu[0, 2])
     torch.testing.assert_close(new_mu[0, 3], mu[0, 3])
     # all three pairwise within dist: one group
-    wide = _merge_slots(mu, var, pi, dist=0.2, app_dims=1, min_var=1e-6)
+    wide = merge_slots(mu, var, pi, dist=0.2, app_dims=1, min_var=1e-6)
     torch.testing.assert_close(wide[2], torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
     # nothing within dist: the inputs come back unchanged
-    same = _merge_slots(mu, var, pi, dist=0.01, app_dims=1, min_var=1e-6)
+    same = merge_slots(mu, var, pi, dist=0.01, app_dims=1, min_var=1e-6)
     assert same[2] is pi
 
 
@@ -180,7 +179,6 @@ def _greedy_complete_linkage(dij: torch.Tensor, pi: torch.Tensor, dist: float) -
 
 
 def test_merge_slots_matches_a_loop_reference_on_random_mixtures() -> None:
-    from probslot.nn.psa import _merge_slots
 
     g = torch.Generator().manual_seed(11)
     b, k, d, app = 64, 7, 5, 3
@@ -190,7 +188,7 @@ def test_merge_slots_matches_a_loop_reference_on_random_mixtures() -> None:
     pi[:, 0] += 0.01  # at least one live slot
     pi = pi / pi.sum(-1, keepdim=True)
     dist = 0.4
-    new_mu, new_var, new_pi = _merge_slots(mu, var, pi, dist=dist, app_dims=app, min_var=1e-6)
+    new_mu, new_var, new_pi = merge_slots(mu, var, pi, dist=dist, app_dims=app, min_var=1e-6)
     dij = (
         (mu[:, :, None, :app] - mu[:, None, :, :app]).square()
         / (var[:, :, None, :app] + var[:, None, :, :app])
@@ -215,7 +213,7 @@ def test_merge_slots_matches_a_loop_reference_on_random_mixtures() -> None:
 
 
 def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:
-    from probslot.encoders.layers import cell_centres
+    from probslot.layers import cell_centres
 
     # one plain background (all tokens alike in appearance) over a 6×6 grid
     g = torch.Generator().manual_seed(3)
@@ -223,14 +221,14 @@ def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:
         [0.01 * torch.randn(2, 36, 4, generator=g), cell_centres(6, 6).expand(2, -1, -1)], -1
     )
     kwargs = dict(iters=4, variant="base", coord_dims=2, standardize=True)
-    plain = ProbabilisticSlotAttention(4, 6, **kwargs)
-    merged = ProbabilisticSlotAttention(4, 6, **kwargs, merge_dist=1.0, merge_start=3)
+    plain = flat_psa(4, 6, **kwargs)
+    merged = flat_psa(4, 6, **kwargs, merge_dist=1.0, merge_start=3)
     a, b = _both(plain, merged, tokens, seed=0)
     assert (a.pi > 0.05).sum(1).min() >= 2  # plain EM splits the background by position
     assert ((b.pi > 0).sum(1) == 1).all()  # merging keeps one slot for it
     torch.testing.assert_close(b.pi.sum(-1), torch.ones(2))
     # the same first three iterations alone: the slots merged away after iteration 3 ...
-    three = ProbabilisticSlotAttention(4, 6, **{**kwargs, "iters": 3}, merge_dist=1.0)
+    three = flat_psa(4, 6, **{**kwargs, "iters": 3}, merge_dist=1.0)
     three.load_state_dict(plain.state_dict())
     with torch.no_grad():
         torch.manual_seed(0)
@@ -240,8 +238,11 @@ def test_merge_inside_em_hands_merged_tokens_to_the_root() -> None:
 
 
 def test_merge_settings_are_validated() -> None:
-    with pytest.raises(ValueError, match="merge_dist must be a float >= 0"):
-        ProbabilisticSlotAttention(3, 8, merge_dist=-1.0)
+    with pytest.raises(ValueError, match="merge_dist must be a number >= 0"):
+        flat_psa(3, 8, merge_dist=-1.0)
     with pytest.raises(ValueError, match="merge_start"):
-        ProbabilisticSlotAttention(3, 8, iters=3, merge_dist=1.0, merge_start=4)
-    assert ProbabilisticSlotAttention(3, 8, iters=3, merge_dist=1.0).merge_start == 3
+        flat_psa(3, 8, iters=3, merge_dist=1.0, merge_start=4)
+    merge = flat_psa(3, 8, iters=3, merge_dist=1.0).extension(MomentMerge)
+    assert (merge.dist, merge.start) == (1.0, None)  # None: after the last iteration only
+    ard = flat_psa(3, 8, iters=3, prune_tau=0.2, prune_start=2).extension(ARDPrune)
+    assert (ard.tau, ard.start) == (0.2, 2)

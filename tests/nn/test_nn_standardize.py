@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from probslot.nn import ProbabilisticSlotAttention
+from grouping_helpers import flat_psa  # noqa: E402
 
 
 def _clustered(seed: int, b: int = 3, n: int = 48, d: int = 8) -> torch.Tensor:
@@ -18,7 +18,7 @@ def test_outputs_are_the_moments_of_the_attention_in_the_original_token_space(
     temperature: float,
 ) -> None:
     x = _clustered(0).double()
-    m = ProbabilisticSlotAttention(
+    m = flat_psa(
         4, 8, iters=3, variant="base", standardize=True, temperature=temperature, min_var=1e-9
     ).double()
     with torch.no_grad():
@@ -38,7 +38,7 @@ def test_standardised_em_is_invariant_to_a_per_image_affine_map_of_the_values() 
     """Without LayerNorm in the way (identity norm), scaling and shifting each image's features
     changes nothing in the responsibilities: the EM sees the same standardised tokens."""
     x = _clustered(1).double()
-    m = ProbabilisticSlotAttention(4, 8, iters=3, variant="base", standardize=True).double()
+    m = flat_psa(4, 8, iters=3, variant="base", standardize=True).double()
     m.norm_inputs = torch.nn.Identity()
     scale = torch.rand(3, 1, 8, dtype=torch.float64) * 5 + 0.2
     shift = torch.randn(3, 1, 8, dtype=torch.float64) * 10
@@ -60,7 +60,7 @@ def test_padded_tokens_do_not_change_the_result() -> None:
     padded = torch.cat([x, 100 * torch.randn(2, 10, 8)], dim=1)
     mask = torch.zeros(2, 40, dtype=torch.bool)
     mask[:, :30] = True
-    m = ProbabilisticSlotAttention(3, 8, iters=3, variant="base", standardize=True)
+    m = flat_psa(3, 8, iters=3, variant="base", standardize=True)
     with torch.no_grad():
         torch.manual_seed(4)
         a = m(x)
@@ -72,7 +72,7 @@ def test_padded_tokens_do_not_change_the_result() -> None:
 
 
 def test_standardize_trains_every_parameter() -> None:
-    m = ProbabilisticSlotAttention(4, 8, iters=2, standardize=True)
+    m = flat_psa(4, 8, iters=2, standardize=True)
     post = m(torch.randn(2, 20, 8))
     (post.mu.square().sum() + post.var.sum() + post.pi.square().sum()).backward()
     missing = [n for n, p in m.named_parameters() if p.grad is None or not p.grad.isfinite().all()]

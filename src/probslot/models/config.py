@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from probslot.registry import Registry, closest, did_you_mean
+from probslot.validation import check_positive_int
+from probslot.validation import is_int as _is_int
 
 __all__ = ["PRESETS", "ModelConfig", "Preset", "available_presets", "get_preset"]
 
@@ -105,6 +107,41 @@ _RESERVED = {
 }
 
 
+#: Grouping options renamed since they were introduced: old name → (new name, value map, why).
+#: A config (or a run directory's config.yaml) that uses an old name still loads; it gets a
+#: one-line deprecation message and the new option.
+_RENAMED_GROUPING_OPTIONS: dict[str, tuple[str, Callable[[Any], Any], str]] = {
+    "coords_in_estep": (
+        "coord_weight",
+        lambda v: 1.0 if v else 0.0,
+        "the power of the positions' likelihood in the E-step (true = 1.0, false = 0.0)",
+    ),
+}
+
+
+def _renamed_grouping_options(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` with old grouping option names mapped to their replacements (with a warning)."""
+    import warnings
+
+    out = dict(kwargs)
+    for old, (new, convert, meaning) in _RENAMED_GROUPING_OPTIONS.items():
+        if old not in out:
+            continue
+        value = out.pop(old)
+        if new in out:
+            raise ValueError(
+                f"grouping_kwargs sets both {old!r} (deprecated) and its replacement {new!r}; "
+                f"keep only {new!r}"
+            )
+        out[new] = convert(value)
+        warnings.warn(
+            f"grouping option {old}={value!r} is deprecated: use {new}={out[new]!r} ({meaning})",
+            FutureWarning,
+            stacklevel=4,
+        )
+    return out
+
+
 def _registries() -> dict[str, Registry]:
     from probslot.decoders import DECODERS
     from probslot.encoders import ENCODERS
@@ -117,10 +154,6 @@ def _registries() -> dict[str, Registry]:
         "decoder": DECODERS,
         "likelihood": LIKELIHOODS,
     }
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _accepted_options(factory: Callable[..., Any]) -> list[str] | None:
@@ -171,15 +204,16 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.preset is not None:
             get_preset(self.preset)
+        if isinstance(self.grouping_kwargs, dict):
+            object.__setattr__(
+                self, "grouping_kwargs", _renamed_grouping_options(self.grouping_kwargs)
+            )
         self._normalise_image_size()
         for name in ("num_slots", "slot_dim"):
             value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"ModelConfig.{name} must be a positive int; got {value!r}")
-        if self.iters is not None and (not _is_int(self.iters) or self.iters < 1):
-            raise ValueError(
-                f"ModelConfig.iters must be a positive int or None; got {self.iters!r}"
-            )
+            check_positive_int(f"ModelConfig.{name}", value)
+        if self.iters is not None:
+            check_positive_int("ModelConfig.iters", self.iters)
         registries = _registries()
         for kind, registry in registries.items():
             name = getattr(self, kind)

@@ -6,125 +6,66 @@ Axis legend (see `probslot.typing`): b batch · n tokens · k slots · d feature
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
+from probslot.nn.extensions import EMExtension, EMState, find_extension
 from probslot.nn.functional import DEFAULT_MIN_VAR, em_step, token_mean
-from probslot.nn.layers import (
-    ResidualMLP,
-    check_float,
-    check_iteration,
-    check_positive_int,
-    prepare_grouping_inputs,
-    resolve_num_slots,
-)
-from probslot.typing import SlotPosterior, check_tau
+from probslot.nn.layers import prepare_grouping_inputs, resolve_num_slots
+from probslot.typing import SlotPosterior
+from probslot.validation import check_choice, check_float, check_positive_int
 
 __all__ = ["ProbabilisticSlotAttention"]
 
-Variant = Literal["proj", "base"]
+Variant = Literal["proj", "base", "exact"]
 Variance = Literal["mle", "map"]
 Init = Literal["learned", "standard"]
 ProjInit = Literal["em", "torch"]
 
-
-def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {list(choices)}; got {value!r}")
+# probslot 0.1.0 kept the refinements on the module itself: old state-dict key → new one
+_OLD_KEYS = {"gru.": "refine.gru.", "mlp.": "refine.mlp.", "norm_slots.": "refine.norm_slots."}
 
 
 class ProbabilisticSlotAttention(nn.Module):
     """Probabilistic Slot Attention: T EM iterations of a per-image diagonal GMM over tokens.
 
-    ``forward(inputs (b, n, dim), num_slots=None, mask=None) -> SlotPosterior`` with
-    mu/var (b, k, slot_dim), pi (b, k), attn (b, k, n).
+    ``forward(inputs (b, n, dim), num_slots=None, mask=None) -> SlotPosterior`` with mu, var
+    (b, k, slot_dim), pi (b, k) and attn (b, k, n). z = LayerNorm(inputs); then each iteration
+    is one call of `probslot.nn.functional.em_step` (E-step over slots in log space, M-step for
+    μ, σ², π on the values). The variants:
 
-    Pipeline: z = LayerNorm(inputs) (the input LayerNorm of slot attention, over the feature axis;
-    it puts tokens on a unit scale so `min_var` and the init are meaningful); then
+    * ``"proj"`` (Alg. 1 = Alg. 3, PSA-Proj): keys W_k z, values W_v z (dim → slot_dim), and
+      the E-step scores keys against W_q μ(t).
+    * ``"base"`` (Alg. 2, PSA): keys = values = z (slot_dim = dim), queries W_q μ(t).
+    * ``"exact"``: Alg. 2 without W_q, i.e. exact EM on z (the authors' base code).
 
-    * ``variant="proj"`` (Alg. 1 = Alg. 3, "PSA-Proj"): keys W_k z, values W_v z (both
-      dim → slot_dim, no bias), query means W_q μ(t) (slot_dim → slot_dim, no bias);
-    * ``variant="base"`` (Alg. 2, "PSA"): keys = values = z (so slot_dim must equal dim); the
-      printed algorithm keeps the query projection W_q μ(t), which is the default here
-      (``query_proj=True``). The authors' code has no W_q at all: pass ``query_proj=False``
-      to match it (then the E-step scores z against μ(t) itself, exact EM on z).
-
-    Each iteration calls `probslot.nn.functional.em_step` (E-step over slots in log space, Â over
-    tokens, μ and σ² on the values, π = Σ_n A / N). Work that does not change across iterations
-    is done once per forward: the values are centred by their (detached) per-image mean, and
-    keys², values² are computed once and passed to every `em_step` call. Both are exact
-    re-arrangements (tested against plain `em_step`). EM runs in float32 under autocast.
-    Initialisation, π(0) = 1/K always:
-
-    * ``init="learned"`` (authors' code): μ(0) = m + exp(log s)·ε, ε ~ N(0, I), σ(0)² = exp(2 log s)
-      with learned m, log s ∈ R^{slot_dim} shared by all slots (so any ``num_slots`` works). Both
-      get gradients: m through μ(0); log s through the noise scale and through σ(0)² in the first
-      E-step. They start at m = 0, log s = 0, i.e. exactly the paper's standard init.
-    * ``init="standard"`` (paper Eq. 3): μ(0) ~ N(0, I), σ(0)² = 1, no parameters.
-
-    Options beyond the paper, all off by default (the paper's algorithms have none of them):
-
-    * ``variance="map"``: the prior-regularised variance update of the authors' code (paper
-      notes §11.2), see `em_step`; ``"mle"`` is Alg. 1.
-    * ``gru=True``: μ(t+1) = GRUCell(μ_EM, μ(t)); ``mlp=True``: μ += MLP(LayerNorm(μ)); and
-      ``norm_slots=True``: W_q LayerNorm(μ(t)). These are the authors' PSA-Proj refinements; σ²
-      and π still come from the EM step (around the EM mean, before the GRU/MLP).
-    * ``min_var``: variance floor (see `probslot.nn.functional.DEFAULT_MIN_VAR`).
-    * ``proj_init="em"`` (default): W_q = I and W_v = W_k (orthogonal), so the untrained module
-      is exact EM on W_k z (paper App. E); ``"torch"`` keeps PyTorch's Linear init, which makes
-      the first E-steps collapse onto one slot (see `_init_projections_as_em`).
-    * ``temperature``: tempered E-step (π N)^{1/T} (deterministic annealing); 1 is the paper.
-    * ``prune_tau``: ARD inside EM: after every iteration, slots with π < prune_tau get π = 0
-      (the largest slot is always kept) and the rest are renormalised, so a pruned slot claims
-      no tokens in later iterations. 0 (default) is the paper's algorithm. ``prune_start`` s
-      (1-based, default 1) delays it: ARD applies after iterations s, …, T only, so the first
-      s − 1 iterations are plain EM and every slot can settle on its tokens before its weight
-      is judged; s = T − 1 prunes once the mixture has converged and lets the survivors take the
-      pruned slots' tokens in one last iteration.
-    * ``merge_dist``: merging inside EM, after iterations ``merge_start``, …, T (default: after
-      the last one only; early iterations must not merge, since every slot starts near the
-      others with a broad variance and all would become one): after such an iteration,
-      slots whose Gaussians nearly coincide in appearance — mean over the appearance features
-      (all but the last ``coord_dims``) of (μ_i − μ_j)² / (σ_i² + σ_j²) below ``merge_dist`` —
-      become one. Groups form by complete linkage, greedily in decreasing π (a slot joins a
-      group only if it is within ``merge_dist`` of every member, so a broad slot lying near two
-      distinct ones cannot chain them together): the slot with the largest π takes the others'
-      weight, and its mean and variance are the moment-matched ones of the group; the others
-      get π = 0 and, like pruned slots, claim no tokens afterwards and are not decoded. Two
-      pieces of one plain background are such a pair (with positions in the mixture only their
-      positions differ), so the background keeps one slot and Eq. 7 can count. 0 (default) is
-      the paper's algorithm.
-    * ``standardize``: run EM on each image's keys and values standardised per feature (zero
-      mean, unit variance over the image's real tokens; statistics without gradient) and map μ,
-      σ² back afterwards. A diagonal-Gaussian mixture is equivariant to such per-feature affine
-      maps, so only what is not — the slot init, ``min_var`` and the query projection — sees the
-      difference: they now work at the scale of the image's own token spread, however much the
-      encoder shrinks or grows it during training. Without it, training can shrink the
-      token spread far below the init's σ(0) = 1, and EM then puts every token into one
-      broad component (see docs/training.md). False (default) is the paper's algorithm.
-    * ``coord_dims`` (base variant): the last ``coord_dims`` token features are the token's
-      image-plane position (an encoder built with the same ``coord_dims`` appends them). They skip
-      the input LayerNorm (which would mix them with the appearance features), so each slot's
-      Gaussian covers appearance and position: the last ``coord_dims`` entries of μ are exactly the
-      responsibility-weighted centre of the slot's tokens and those of σ² its spatial spread.
-      0 (default) is the paper's algorithm. ``coord_weight`` w ∈ [0, 1] is the power of the
-      positions' likelihood in the E-step, A_nk ∝ π_k N(appearance) N(position)^w, a power
-      likelihood on those features alone (the M-step is unchanged): 1 (default) is plain EM on
-      all features; w < 1 lets one slot cover a wide region (a background) at a smaller cost
-      against slots that each take a compact piece of it, since a Gaussian over positions fits
-      a uniform spread poorly; 0 keeps the positions out of the E-step (tokens grouped by
-      appearance alone, as invariant slot attention computes slot positions), and the M-step
-      still gives every slot its centre and spread.
+    Initialisation, π(0) = 1/K: ``init="learned"`` (authors' code) μ(0) = m + exp(log s)·ε,
+    σ(0)² = exp(2 log s) with m, log s ∈ R^slot_dim learned and shared by all slots (starting at
+    0: the paper's init); ``"standard"`` (Eq. 3) μ(0) ~ N(0, I), σ(0)² = 1. W_q starts at I and
+    W_v = W_k (orthogonal), so the untrained module is exact EM (paper App. E; see
+    `init_projections`). Everything beyond the paper is injected: ``refine`` (the authors'
+    GRU/MLP/slot norm, `SlotRefinement`) and ``extensions`` (`probslot.nn.extensions`); positions
+    in the mixture are the subclass `probslot.nn.positions.PositionalPSA`.
 
     Args:
-        num_slots: default number of slots K (override per call with ``forward(num_slots=...)``).
+        num_slots: default number of slots K (override per call with ``num_slots=``).
         dim: feature size D of the input tokens.
-        slot_dim: slot size d (default ``dim``); must equal ``dim`` for ``variant="base"``.
+        slot_dim: slot size d (default ``dim``); must equal ``dim`` unless ``variant="proj"``.
         iters: number of EM iterations T ≥ 1.
-        mlp_hidden: hidden width of the residual MLP (default 2·slot_dim).
+        variant: ``"proj"``, ``"base"`` or ``"exact"`` (above).
+        variance: ``"mle"`` (Alg. 1) or ``"map"``, the prior-regularised update of the authors'
+            code (paper notes §11.2, see `em_step`).
+        init: ``"learned"`` or ``"standard"`` (above).
+        min_var: variance floor (see `probslot.nn.functional.DEFAULT_MIN_VAR`).
+        refine: a `SlotRefinement` (or any module with ``query_input(μ)`` and
+            ``forward(μ_EM, μ_prev)``), or None for the paper's EM.
+        extensions: `EMExtension` parts, run in the given order (``after_em`` in reverse).
     """
+
+    coord_dims: int = 0  # position features at the end of each token (see PositionalPSA)
 
     def __init__(
         self,
@@ -132,118 +73,124 @@ class ProbabilisticSlotAttention(nn.Module):
         dim: int,
         slot_dim: int | None = None,
         iters: int = 3,
+        *,
         variant: Variant = "proj",
         variance: Variance = "mle",
-        gru: bool = False,
-        mlp: bool = False,
         init: Init = "learned",
         min_var: float = DEFAULT_MIN_VAR,
-        query_proj: bool = True,
-        norm_slots: bool = False,
-        mlp_hidden: int | None = None,
-        proj_init: ProjInit = "em",
-        temperature: float = 1.0,
-        prune_tau: float = 0.0,
-        prune_start: int = 1,
-        merge_dist: float = 0.0,
-        merge_start: int | None = None,
-        standardize: bool = False,
-        coord_dims: int = 0,
-        coord_weight: float = 1.0,
+        refine: nn.Module | None = None,
+        extensions: Sequence[EMExtension] = (),
     ) -> None:
         super().__init__()
         self.num_slots = check_positive_int("num_slots", num_slots)
         self.dim = check_positive_int("dim", dim)
-        self.slot_dim = check_positive_int("slot_dim", dim if slot_dim is None else slot_dim)
+        self.slot_dim = d = check_positive_int("slot_dim", dim if slot_dim is None else slot_dim)
         self.iters = check_positive_int("iters", iters)
-        _check_choice("variant", variant, ("proj", "base"))
-        _check_choice("variance", variance, ("mle", "map"))
-        _check_choice("init", init, ("learned", "standard"))
-        _check_choice("proj_init", proj_init, ("em", "torch"))
-        self.temperature = check_float(
-            "temperature", temperature, "a positive float", low=0.0, low_open=True
-        )
-        self.prune_tau = check_tau(prune_tau)
-        self.prune_start = check_iteration("prune_start", prune_start, self.iters)
-        self.merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 (0 = off)", low=0.0)
-        self.merge_start = check_iteration(
-            "merge_start", self.iters if merge_start is None else merge_start, self.iters
-        )
-        self.standardize = bool(standardize)
-        self.min_var = check_float("min_var", min_var, "a positive float", low=0.0, low_open=True)
-        if variant == "base" and self.slot_dim != self.dim:
+        self.variant: Variant = check_choice("variant", variant, ("proj", "base", "exact"))
+        self.variance: Variance = check_choice("variance", variance, ("mle", "map"))
+        self.init: Init = check_choice("init", init, ("learned", "standard"))
+        self.min_var = check_float("min_var", min_var, low=0.0, low_open=True)
+        if variant != "proj" and d != self.dim:
             raise ValueError(
-                f"variant='base' (Alg. 2) has no key/value projections, so slot_dim must equal "
-                f"dim={self.dim}; got slot_dim={self.slot_dim}. Use variant='proj' to change size."
+                f"variant={variant!r} has no key/value projections, so slot_dim must equal "
+                f"dim={self.dim}; got slot_dim={d}. Use variant='proj' to change size."
             )
-        if isinstance(coord_dims, bool) or not isinstance(coord_dims, int) or coord_dims < 0:
-            raise ValueError(f"coord_dims must be a non-negative int; got {coord_dims!r}")
-        if coord_dims and variant != "base":
-            raise ValueError(
-                f"coord_dims={coord_dims} needs variant='base' (the 'psa' grouping), whose slots live "
-                "in token space, so their last entries stay positions; got variant='proj'"
-            )
-        if coord_dims >= self.dim:
-            raise ValueError(
-                f"coord_dims must be smaller than dim={self.dim} to leave appearance features; "
-                f"got {coord_dims}"
-            )
-        self.coord_dims = coord_dims
-        self.coord_weight = check_float(
-            "coord_weight", coord_weight, "a float in [0, 1]", low=0.0, high=1.0
+        # registration order as in probslot 0.1.0 (the optimiser and clipping see this order)
+        self.norm_inputs: nn.Module = nn.LayerNorm(self.dim)
+        self.to_k: nn.Module = (
+            nn.Linear(self.dim, d, bias=False) if variant == "proj" else nn.Identity()
         )
-        self.variant: Variant = variant
-        self.variance: Variance = variance
-        self.init: Init = init
-
-        d = self.slot_dim
-        self.norm_inputs = nn.LayerNorm(self.dim - coord_dims)
-        self.to_k: nn.Module = nn.Identity()
-        self.to_v: nn.Module = nn.Identity()
-        if variant == "proj":
-            self.to_k = nn.Linear(self.dim, d, bias=False)
-            self.to_v = nn.Linear(self.dim, d, bias=False)
-        self.norm_slots: nn.Module = nn.LayerNorm(d) if norm_slots else nn.Identity()
-        self.to_q: nn.Module = nn.Linear(d, d, bias=False) if query_proj else nn.Identity()
-        self.proj_init: ProjInit = proj_init
-        if proj_init == "em":
-            self._init_projections_as_em()
-        self.gru: nn.GRUCell | None = nn.GRUCell(d, d) if gru else None
-        self.mlp: ResidualMLP | None = None
-        if mlp:
-            hidden = check_positive_int("mlp_hidden", 2 * d if mlp_hidden is None else mlp_hidden)
-            self.mlp = ResidualMLP(d, hidden)
+        self.to_v: nn.Module = (
+            nn.Linear(self.dim, d, bias=False) if variant == "proj" else nn.Identity()
+        )
+        self.to_q: nn.Module = nn.Linear(d, d, bias=False) if variant != "exact" else nn.Identity()
+        self.init_projections("em")
+        if refine is not None and not (
+            callable(getattr(refine, "query_input", None)) and isinstance(refine, nn.Module)
+        ):
+            raise TypeError(
+                f"refine must be a module with query_input(mu) and forward(mu_em, mu_prev), e.g. "
+                f"SlotRefinement; got {type(refine).__name__}"
+            )
+        self.refine = refine
+        self.extensions = nn.ModuleList(self._checked(extensions))
         if init == "learned":
             self.init_loc = nn.Parameter(torch.zeros(d))
             self.init_log_scale = nn.Parameter(torch.zeros(d))
         else:
             self.register_parameter("init_loc", None)
             self.register_parameter("init_log_scale", None)
+        self._register_load_state_dict_pre_hook(_map_old_keys, with_module=True)
 
     @torch.no_grad()
-    def _init_projections_as_em(self) -> None:
-        """W_q = I and W_v = W_k (orthogonal): the untrained module is exact EM on W_k z.
+    def init_projections(self, scheme: ProjInit = "em") -> None:
+        """Reset W_q, W_k, W_v: ``"em"`` (at construction) W_q = I, W_v = W_k orthogonal, so the
+        untrained module is exact EM on W_k z; ``"torch"`` PyTorch's default Linear init.
 
-        Paper App. E: the E-step scores keys against W_q μ while μ and σ² live in value space, so
-        "for EM to have an exact solution, this transformation needs to be the identity". With
-        PyTorch's default Linear init W_q shrinks every query towards the origin (by ~1/√3 per
-        dimension), so the first E-step hands nearly all tokens to the slot nearest the origin,
-        π collapses onto it, and the other slots never recover. Starting from the exact-EM point
-        lets every slot claim a cluster from the first step; training then moves W_q, W_k, W_v
-        freely. Measured on clustered tokens at init: FG-ARI 0.92 (this) vs 0.19 (torch init).
+        Paper App. E: the E-step scores keys against W_q μ while μ and σ² live in value space,
+        so "for EM to have an exact solution, this transformation needs to be the identity".
+        With PyTorch's init W_q shrinks every query towards the origin (by ~1/√3 per dimension),
+        the first E-step hands nearly all tokens to the slot nearest the origin, π collapses
+        onto it and the other slots never recover. Measured on clustered tokens at init:
+        FG-ARI 0.92 ("em") vs 0.19 ("torch").
         """
+        self.proj_init: ProjInit = check_choice("proj_init", scheme, ("em", "torch"))
+        linears = [m for m in (self.to_k, self.to_v, self.to_q) if isinstance(m, nn.Linear)]
+        if scheme == "torch":
+            for m in linears:
+                m.reset_parameters()
+            return
         if isinstance(self.to_q, nn.Linear):
             nn.init.eye_(self.to_q.weight)
         if isinstance(self.to_k, nn.Linear) and isinstance(self.to_v, nn.Linear):
             nn.init.orthogonal_(self.to_k.weight)
             self.to_v.weight.copy_(self.to_k.weight)
 
+    def _checked(self, extensions: Sequence[EMExtension]) -> tuple[EMExtension, ...]:
+        if isinstance(extensions, EMExtension) or not isinstance(
+            extensions, (Sequence, nn.ModuleList)
+        ):
+            raise TypeError(
+                f"extensions must be a sequence of EMExtension; got {type(extensions).__name__}"
+            )
+        for ext in extensions:
+            if not isinstance(ext, EMExtension):
+                raise TypeError(f"extensions must hold EMExtension parts; got {type(ext).__name__}")
+            ext.check(self)
+        return tuple(extensions)
+
+    def extension(self, kind: type[EMExtension]) -> Any:
+        """The module's extension of type `kind` (e.g. `ARDPrune`), or None."""
+        return find_extension(self.extensions, kind)
+
     def extra_repr(self) -> str:
-        return (
-            f"num_slots={self.num_slots}, dim={self.dim}, slot_dim={self.slot_dim}, "
-            f"iters={self.iters}, variant={self.variant!r}, variance={self.variance!r}, "
-            f"init={self.init!r}, min_var={self.min_var:g}"
-        )
+        settings: Mapping[str, object] = {
+            "variant": self.variant,
+            "variance": self.variance,
+            "init": self.init,
+            "min_var": self.min_var,
+            "proj_init": self.proj_init,
+            **self._extra_settings(),
+        }
+        defaults = {
+            "variant": "proj",
+            "variance": "mle",
+            "init": "learned",
+            "min_var": DEFAULT_MIN_VAR,
+            "proj_init": "em",
+        }
+        shown = [f"{k}={v!r}" for k, v in settings.items() if k not in defaults or v != defaults[k]]
+        head = f"num_slots={self.num_slots}, dim={self.dim}, slot_dim={self.slot_dim}, iters={self.iters}"
+        return ", ".join([head, *shown])
+
+    def _extra_settings(self) -> dict[str, object]:
+        return {}
+
+    # -- the pieces of one forward call ---------------------------------------------------------
+    def normalize(self, inputs: Tensor) -> Tensor:
+        """z = LayerNorm(inputs) (b, n, dim): the input norm of slot attention, which puts
+        tokens on a unit scale so that ``min_var`` and the init are meaningful."""
+        return self.norm_inputs(inputs)
 
     def initial_state(
         self, batch: int, num_slots: int, device: torch.device, dtype: torch.dtype
@@ -260,151 +207,101 @@ class ProbabilisticSlotAttention(nn.Module):
         log_pi = torch.full((batch, num_slots), -math.log(num_slots), device=device, dtype=dtype)
         return mu, var, log_pi
 
-    def forward(
-        self, inputs: Tensor, num_slots: int | None = None, mask: Tensor | None = None
-    ) -> SlotPosterior:
-        """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots."""
-        k = resolve_num_slots(self.num_slots, num_slots)
-        inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
-        b = inputs.shape[0]
-
-        if self.coord_dims:  # positions skip the LayerNorm
-            c = self.coord_dims
-            z = torch.cat([self.norm_inputs(inputs[..., :-c]), inputs[..., -c:]], dim=-1)
-        else:
-            z = self.norm_inputs(inputs)  # (b, n, dim)
+    def start(self, inputs: Tensor, num_slots: int, mask: Tensor | None) -> EMState:
+        """The state before the first iteration: keys, values and initial slots."""
+        z = self.normalize(inputs)  # (b, n, dim)
         keys, values = self.to_k(z), self.to_v(z)  # (b, n, d) each
-        # centre the values once per forward (the shift em_step would otherwise apply on every
-        # iteration, see em_step's `center`); exact: the slot means are shifted back below and
-        # σ², π do not depend on the shift, hence it is detached
+        # centre the values once per forward instead of inside every em_step (`center=False`);
+        # exact: μ is shifted back after each M-step, σ² and π do not depend on the shift
         shift = token_mean(values, mask).detach()  # (b, 1, d)
-        values = values - shift
-        scale: Tensor | None = None
-        out_shift = shift  # where the slot means are mapped back to after the last iteration
-        if self.standardize:
-            # EM in per-image standardised coordinates (each feature: zero mean, unit variance
-            # over the image's real tokens); μ, σ² are mapped back after the last iteration
-            scale = _token_scale(values, mask)  # (b, 1, d)
-            values = values / scale
-            if self.variant == "base":
-                keys = values  # keys = values = z: the same standardised tokens
-            else:
-                keys = keys - token_mean(keys, mask).detach()
-                keys = keys / _token_scale(keys, mask)
-            shift = torch.zeros_like(shift)  # μ iterates in standardised coordinates
-        # squares are iteration-invariant: computed once (float32, no graph) for all T calls
-        dtype = torch.float64 if z.dtype == torch.float64 else torch.float32
-        values_sq = values.detach().to(dtype).square()  # (b, n, d)
-        keys_sq = values_sq if keys is values else keys.detach().to(dtype).square()  # (b, n, d)
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
-        mu, var, log_pi = self.initial_state(b, k, inputs.device, param_dtype)
+        mu, var, log_pi = self.initial_state(inputs.shape[0], num_slots, inputs.device, param_dtype)
+        return EMState(
+            keys=keys,
+            values=values - shift,
+            mask=mask,
+            shift=shift,
+            mu=mu,
+            var=var,
+            log_pi=log_pi,
+            pi=log_pi.exp(),
+            iters=self.iters,
+            min_var=self.min_var,
+            shared_tokens=self.variant != "proj",
+            coord_dims=self.coord_dims,
+        )
 
-        c, w = self.coord_dims, self.coord_weight
-        scored = self.slot_dim  # features the E-step scores (all but E-step-free positions)
-        if c and w == 0.0:
-            scored -= c
-            keys, keys_sq = keys[..., :scored], keys_sq[..., :scored]
-        step = None
-        for it in range(1, self.iters + 1):
-            query = self.to_q(self.norm_slots(mu))  # (b, k, d) in key space
-            var_e, log_pi_e = var[..., :scored], log_pi
-            if c and 0.0 < w < 1.0:
-                # N(x; m, σ²)^w = N(x; m, σ²/w) · (σ²)^{(1−w)/2} · const: the power likelihood
-                # is the E-step with the positions' variance divided by w, plus a per-slot term
-                # that joins log π (both are tempered alike)
-                pos_var = var[..., -c:].clamp_min(self.min_var)  # (b, k, c)
-                var_e = torch.cat([var[..., :-c], pos_var / w], dim=-1)
-                log_pi_e = log_pi + 0.5 * (1.0 - w) * pos_var.log().sum(-1)
-            step = em_step(
-                keys,
-                values,
-                query[..., :scored],
-                var_e,
-                log_pi_e,
-                mask,
-                min_var=self.min_var,
-                variance=self.variance,
-                prev_mu=mu - shift if self.variance == "map" else None,
-                center=False,
-                keys_sq=keys_sq,
-                values_sq=values_sq,
-                temperature=self.temperature,
+    def e_step_inputs(self, state: EMState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """(keys, keys², σ², log π) the E-step scores this iteration (all features here)."""
+        assert state.keys_sq is not None
+        return state.keys, state.keys_sq, state.var, state.log_pi
+
+    def forward(
+        self,
+        inputs: Tensor,
+        num_slots: int | None = None,
+        mask: Tensor | None = None,
+        *,
+        temperature: float | None = None,
+        extensions: Sequence[EMExtension] | None = None,
+    ) -> SlotPosterior:
+        """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots.
+
+        ``temperature`` sets this call's E-step temperature (e.g. a training anneal; None = the
+        module's `TemperedEStep`, else 1); ``extensions`` replaces the module's parts for this
+        call (see `probslot.nn.extensions.with_settings`).
+        """
+        k = resolve_num_slots(self.num_slots, num_slots)
+        parts = self.extensions if extensions is None else self._checked(extensions)
+        inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
+        state = self.start(inputs, k, mask)
+        for ext in parts:
+            state = ext.before_em(state)
+        if temperature is not None:
+            state = state.replace(
+                temperature=check_float("temperature", temperature, low=0.0, low_open=True)
             )
-            new_mu = step.mu + shift
-            if self.gru is not None:
-                new_mu = self.gru(
-                    new_mu.reshape(b * k, self.slot_dim), mu.reshape(b * k, self.slot_dim)
-                ).reshape(b, k, self.slot_dim)  # (b*k, d) -> (b, k, d)
-            if self.mlp is not None:
-                new_mu = self.mlp(new_mu)
-            mu, var, pi = new_mu, step.var, step.pi
-            if self.merge_dist > 0 and it >= self.merge_start:
-                mu, var, pi = _merge_slots(
-                    mu, var, pi, self.merge_dist, self.slot_dim - c, self.min_var
-                )
-            if self.prune_tau > 0 and it >= self.prune_start:
-                pi = _prune_weights(pi, self.prune_tau)
+        state = _with_squares(state)  # keys², values²: iteration-invariant, computed once
+        for t in range(1, self.iters + 1):
+            mu = state.mu
+            query = self.to_q(self.refine.query_input(mu) if self.refine is not None else mu)
+            keys, keys_sq, var, log_pi = self.e_step_inputs(state)
+            step = em_step(
+                keys, state.values, query[..., : keys.shape[-1]], var, log_pi, mask,
+                min_var=self.min_var, variance=self.variance,
+                prev_mu=mu - state.shift if self.variance == "map" else None,
+                center=False, keys_sq=keys_sq, values_sq=state.values_sq,
+                temperature=state.temperature,
+            )  # fmt: skip
+            new_mu = step.mu + state.shift
+            if self.refine is not None:
+                new_mu = self.refine(new_mu, mu)
+            state = state.replace(mu=new_mu, var=step.var, pi=step.pi, attn=step.attn)
+            for ext in parts:
+                state = ext.after_iteration(t, state)
             # clamp so a dead slot (π = 0) gives a finite log and a finite gradient
-            log_pi = pi.clamp_min(torch.finfo(pi.dtype).tiny).log()
-        assert step is not None  # iters >= 1
-        if scale is not None:
-            mu, var = mu * scale + out_shift, var * scale.square()
-        return SlotPosterior(mu=mu, var=var, pi=pi, attn=step.attn)
+            state = state.replace(log_pi=state.pi.clamp_min(torch.finfo(state.pi.dtype).tiny).log())
+        for ext in reversed(parts):
+            state = ext.after_em(state)
+        assert state.attn is not None  # iters >= 1
+        return SlotPosterior(mu=state.mu, var=state.var, pi=state.pi, attn=state.attn)
 
 
-def _token_scale(x: Tensor, mask: Tensor | None) -> Tensor:
-    """(b, 1, d) per-feature standard deviation of already-centred x (b, n, d) over real tokens,
-    without gradient, floored so constant features stay finite."""
-    return token_mean(x.detach().square(), mask).add(1e-6).sqrt()
+def _with_squares(state: EMState) -> EMState:
+    """keys² and values² in the EM compute dtype, without graph (float64 stays float64)."""
+    dtype = torch.float64 if state.values.dtype == torch.float64 else torch.float32
+    values_sq = state.values.detach().to(dtype).square()  # (b, n, d)
+    keys_sq = values_sq if state.keys is state.values else state.keys.detach().to(dtype).square()
+    return state.replace(keys_sq=keys_sq, values_sq=values_sq)
 
 
-def _prune_weights(pi: Tensor, tau: float) -> Tensor:
-    """(b, k) π with entries below τ set to 0 (never the largest one), renormalised per image."""
-    top = pi.argmax(-1, keepdim=True)  # (b, 1)
-    keep = (pi >= tau).scatter(-1, top, True)
-    pruned = pi * keep
-    return pruned / pruned.sum(-1, keepdim=True)
-
-
-def _merge_slots(
-    mu: Tensor, var: Tensor, pi: Tensor, dist: float, app_dims: int, min_var: float
-) -> tuple[Tensor, Tensor, Tensor]:
-    """Merge live slots whose appearance Gaussians nearly coincide (see ``merge_dist``).
-
-    mu, var (b, k, d), pi (b, k). Complete linkage, greedy in decreasing π: each live slot joins
-    the group of largest π *all* of whose members lie within `dist` of it, else starts a group of
-    its own (so a broad slot near two distinct ones cannot chain them together). Each group's
-    first slot, its root, gets the group's total π and its moment-matched mean and variance; the
-    others π = 0.
-    """
-    b, k, d = mu.shape
-    app_mu, app_var = mu[..., :app_dims], var[..., :app_dims]
-    diff2 = (app_mu[:, :, None] - app_mu[:, None]).square()  # (b, k, k, a)
-    dij = (diff2 / (app_var[:, :, None] + app_var[:, None])).mean(-1)  # (b, k, k)
-    alive = pi > 0
-    close = (dij < dist) & alive[:, :, None] & alive[:, None, :]
-    if not bool((close.sum(-1) > 1).any()):  # every live slot is only close to itself
-        return mu, var, pi
-    rows = torch.arange(b, device=pi.device)
-    slots = torch.arange(k, device=pi.device)
-    target = slots.expand(b, k).clone()  # (b, k) root of each slot
-    placed = torch.zeros_like(alive)  # (b, k) slots already in a group
-    for j in pi.argsort(-1, descending=True).unbind(-1):  # (b,) the next slot of each image
-        # (b, k roots) members of each group that are not close to j
-        far = placed & ~close[rows, j]
-        conflicts = torch.zeros_like(pi).scatter_add(1, target, far.to(pi.dtype))
-        is_root = placed & (target == slots)
-        fits = is_root & (conflicts == 0) & alive[rows, j, None]
-        score = torch.where(fits, pi, torch.full_like(pi, -1.0))
-        target[rows, j] = torch.where(fits.any(-1), score.argmax(-1), j)
-        placed[rows, j] = alive[rows, j]
-    w = pi.unsqueeze(-1)  # (b, k, 1)
-    index = target.unsqueeze(-1).expand(b, k, d)
-    new_pi = torch.zeros_like(pi).scatter_add(1, target, pi)
-    m1 = torch.zeros_like(mu).scatter_add(1, index, w * mu)
-    m2 = torch.zeros_like(mu).scatter_add(1, index, w * (var + mu.square()))
-    root = (new_pi > 0).unsqueeze(-1)
-    safe = new_pi.clamp_min(torch.finfo(pi.dtype).tiny).unsqueeze(-1)
-    new_mu = torch.where(root, m1 / safe, mu)
-    new_var = torch.where(root, (m2 / safe - new_mu.square()).clamp_min(min_var), var)
-    return new_mu, new_var, new_pi
+def _map_old_keys(
+    module: nn.Module, state_dict: dict[str, Tensor], prefix: str, *args: Any, **kwargs: Any
+) -> None:
+    """Load state dicts of probslot 0.1.0, whose refinements sat on the module itself."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix) :]
+        for old, new in _OLD_KEYS.items():
+            if rest.startswith(old):
+                state_dict[prefix + new + rest[len(old) :]] = state_dict.pop(key)
+                break

@@ -10,13 +10,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-from probslot.nn.layers import (
-    ResidualMLP,
-    check_positive_int,
-    prepare_grouping_inputs,
-    resolve_num_slots,
-)
+from probslot.nn.layers import ResidualMLP, prepare_grouping_inputs, resolve_num_slots
 from probslot.typing import SlotAttentionOutput
+from probslot.validation import check_float, check_positive_int
 
 __all__ = ["SlotAttention"]
 
@@ -57,9 +53,7 @@ class SlotAttention(nn.Module):
         self.dim = check_positive_int("dim", dim)
         self.slot_dim = check_positive_int("slot_dim", dim if slot_dim is None else slot_dim)
         self.iters = check_positive_int("iters", iters)
-        if not (isinstance(eps, (int, float)) and eps >= 0):
-            raise ValueError(f"eps must be a float >= 0; got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_float("eps", eps, low=0.0)
         d = self.slot_dim
         hidden = check_positive_int("mlp_hidden", 2 * d if mlp_hidden is None else mlp_hidden)
 
@@ -78,7 +72,7 @@ class SlotAttention(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"num_slots={self.num_slots}, dim={self.dim}, slot_dim={self.slot_dim}, "
-            f"iters={self.iters}"
+            f"iters={self.iters}" + ("" if self.eps == 1e-8 else f", eps={self.eps:g}")
         )
 
     def initial_slots(self, batch: int, num_slots: int) -> Tensor:

@@ -130,7 +130,8 @@ def train(
 ) -> TrainResult:
     """Train (or resume) the run ``cfg.trainer.output_dir / cfg.trainer.run_name``.
 
-    Writes ``config.yaml`` first, then trains with periodic validation (EMA weights) that updates
+    Builds the model first (so a bad option fails before anything is written), writes
+    ``config.yaml``, then trains with periodic validation (EMA weights) that updates
     ``last.ckpt`` / ``best.ckpt`` atomically, and finally exports ``model.safetensors``,
     ``metrics.json`` and ``MODEL_CARD.md``. Returns the final validation figures.
 
@@ -138,21 +139,21 @@ def train(
         FileNotFoundError: `resume` without a ``last.ckpt`` in the run directory.
         FileExistsError: a fresh run would overwrite an existing checkpoint (without `overwrite`).
     """
-    from probslot.data import build_datamodule
+    from probslot.data.datamodule import build_datamodule
     from probslot.models import build_model
 
     if resume and overwrite:
         raise ValueError("resume and overwrite exclude each other; pass only one of them")
     paths = RunPaths(Path(cfg.trainer.output_dir) / cfg.trainer.run_name)
-    _prepare_run_dir(paths, resume, overwrite)
-    atomic_write_text(paths.config, dump_config(cfg))
-
     if cfg.trainer.num_threads > 0:
         torch.set_num_threads(cfg.trainer.num_threads)
     pl.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
     if cfg.trainer.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
+    # built before anything is written: a bad option value fails without leaving a run behind
     model = build_model(cfg.model)
+    _prepare_run_dir(paths, resume, overwrite)
+    atomic_write_text(paths.config, dump_config(cfg))
     datamodule = build_datamodule(cfg.data)
     lit = SlotLightningModule(model, cfg.optim, cfg.trainer.max_steps)
     trainer = build_trainer(cfg, paths, progress=progress, extra_callbacks=extra_callbacks)
