@@ -23,8 +23,9 @@ from probslot.nn.functional import (
 B, N, D, K = 2, 7, 5, 3
 
 
-def dense_em(keys, values, qmean, var, log_pi, mask=None, min_var=DEFAULT_MIN_VAR):
-    """Plain (b, k, n, d) EM step, written from paper Alg. 1 line by line."""
+def dense_em(keys, values, qmean, var, log_pi, mask=None, min_var=DEFAULT_MIN_VAR, temperature=1.0):
+    """Plain (b, k, n, d) EM step, written from paper Alg. 1 line by line; ``temperature`` T
+    tempers the E-step, A ∝ (π N)^{1/T} (deterministic annealing; T = 1 is the paper)."""
     var = var.clamp_min(min_var)
     diff = keys[:, None, :, :] - qmean[:, :, None, :]  # (b, k, n, d)
     log_norm = -0.5 * (
@@ -32,7 +33,7 @@ def dense_em(keys, values, qmean, var, log_pi, mask=None, min_var=DEFAULT_MIN_VA
         + var.log().sum(-1)[:, :, None]
         + keys.shape[-1] * math.log(2 * math.pi)
     )  # (b, k, n)
-    attn = torch.softmax(log_pi[:, :, None] + log_norm, dim=1)  # over slots
+    attn = torch.softmax((log_pi[:, :, None] + log_norm) / temperature, dim=1)  # over slots
     if mask is not None:
         attn = attn * mask[:, None, :]
         n_real = mask.sum(-1, keepdim=True).to(keys.dtype)
@@ -85,6 +86,20 @@ def test_em_step_matches_dense_reference(use_mask: bool, dv: int) -> None:
     for got, want in ((out.mu, mu), (out.var, new_var), (out.pi, pi), (out.attn, attn)):
         assert got.dtype == torch.float64
         torch.testing.assert_close(got, want, rtol=1e-8, atol=1e-8)
+
+
+@pytest.mark.parametrize("use_mask", [False, True])
+@pytest.mark.parametrize("temperature", [0.5, 3.0])
+def test_tempered_em_step_matches_dense_reference(use_mask: bool, temperature: float) -> None:
+    keys, values, qmean, var, log_pi, mask = random_inputs(dv=4)
+    mask = mask if use_mask else None
+    out = em_step(keys, values, qmean, var, log_pi, mask, temperature=temperature)
+    want = dense_em(keys, values, qmean, var, log_pi, mask, temperature=temperature)
+    for got, ref in zip((out.mu, out.var, out.pi, out.attn), want):
+        torch.testing.assert_close(got, ref, rtol=1e-8, atol=1e-8)
+    # tempering changes the responsibilities: the reference is not the plain one
+    plain = dense_em(keys, values, qmean, var, log_pi, mask)
+    assert not torch.allclose(out.attn, plain[3], atol=1e-3)
 
 
 @pytest.mark.parametrize("use_mask", [False, True])

@@ -14,9 +14,10 @@ from probslot.posterior.pruning import (
     PruningReport,
     count_flops,
     prune_analysis,
-    relevance_keep,
     slot_count_mae,
 )
+from probslot.nn import ARDPrune, MomentMerge, with_settings
+from probslot.relevance import relevant
 
 B, K, D, S = 3, 4, 5, 16  # batch, slots (even, for the half-kept FLOPs test), slot dim, image side
 ENCODER = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
@@ -44,45 +45,6 @@ def sprite_batches(num: int = 7, batch: int = B) -> list[dict]:
     return [collate(items[i : i + batch]) for i in range(0, num, batch)]
 
 
-# ---------------------------------------------------------------------- keep masks
-def test_tau_zero_keeps_every_slot_even_an_underflowed_one():
-    pi = torch.tensor([[0.7, 0.2, 0.1, 1e-9], [0.25, 0.25, 0.25, 0.25], [0.6, 0.4, 0.0, 0.0]])
-    assert relevance_keep(pi, 0.0).all()
-    # a tiny τ drops the slots whose π underflowed to 0 (or is negligible)
-    assert relevance_keep(pi, 1e-6).sum().item() == 4 + 4 + 2 - 1
-
-
-def test_right_tau_removes_exactly_the_small_pi_slots():
-    pi = torch.tensor([[0.6, 0.02, 0.35, 0.03], [0.01, 0.5, 0.04, 0.45]])
-    keep = relevance_keep(pi, 0.05)
-    expected = torch.tensor([[True, False, True, False], [False, True, False, True]])
-    assert torch.equal(keep, expected)
-    # π exactly at τ is not kept (strict inequality of Eq. 7)
-    assert torch.equal(
-        relevance_keep(torch.tensor([[0.05, 0.95]]), 0.05), torch.tensor([[False, True]])
-    )
-
-
-def test_keep_top_keeps_the_largest_slot_when_tau_exceeds_every_pi():
-    pi = torch.tensor([[0.3, 0.3, 0.4], [0.2, 0.5, 0.3]])
-    keep = relevance_keep(pi, 0.6)
-    assert torch.equal(keep, torch.tensor([[False, False, True], [False, True, False]]))
-    assert not relevance_keep(pi, 0.6, keep_top=False).any()
-
-
-@pytest.mark.parametrize("tau", [-0.1, 1.0, 1.5])
-def test_tau_outside_unit_interval_is_rejected(tau):
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
-        relevance_keep(torch.full((2, 3), 1 / 3), tau)
-
-
-def test_tau_of_wrong_type_and_bad_pi_are_rejected():
-    with pytest.raises(ValueError, match="tau must be a number"):
-        relevance_keep(torch.full((2, 3), 1 / 3), "0.1")
-    with pytest.raises(ValueError, match=r"pi must be a float tensor of shape \(batch, slots\)"):
-        relevance_keep(torch.full((3,), 1 / 3), 0.1)
-
-
 # ---------------------------------------------------------------------- decoding with pruning
 def test_tau_zero_changes_nothing_in_the_model_output():
     model = tiny_model()
@@ -91,7 +53,7 @@ def test_tau_zero_changes_nothing_in_the_model_output():
         # PSA draws its initial slots at random, so seed both passes identically
         torch.manual_seed(5)
         ref = model(images)
-        keep = relevance_keep(ref.grouping.pi, 0.0)
+        keep = relevant(ref.grouping.pi, 0.0)
         assert keep.all()
         torch.manual_seed(5)
         out = model(images, keep=keep)
@@ -112,7 +74,7 @@ def test_pruned_decoding_equals_decoding_only_the_kept_slots(preset):
     torch.manual_seed(1)
     slots = torch.randn(B, K, D)
     pi = torch.softmax(torch.randn(B, K) * 2, dim=1)
-    keep = relevance_keep(pi, 0.2)
+    keep = relevant(pi, 0.2)
     assert not keep.all() and keep.any(1).all()
     with torch.no_grad():
         out = model.decode(slots, keep=keep)
@@ -176,7 +138,7 @@ def test_prune_analysis_matches_a_direct_computation():
     report = prune_analysis(model, batches, taus=(0.0, tau), timing_repeats=1)
     assert isinstance(report, PruningReport)
     assert report.num_images == 7 and report.num_slots == K and report.additive
-    keep = relevance_keep(pi, tau)
+    keep = relevant(pi, tau)
     kept = keep.sum(1)
     r = report.at(tau)
     assert r.mean_kept == pytest.approx(kept.double().mean().item())
@@ -215,7 +177,7 @@ def test_prune_analysis_mse_of_pruned_model_matches_reference():
     torch.manual_seed(11)
     with torch.no_grad():
         post = model.encode(images)
-        keep = relevance_keep(post.pi, tau)
+        keep = relevant(post.pi, tau)
         recon = model.decode(post.slots, keep=keep if not keep.all() else None).recon
         base = model.decode(post.slots).recon
     mse = (recon.double() - images.double()).square().mean().item()
@@ -241,13 +203,13 @@ def test_prune_analysis_rejects_slot_attention_and_bad_arguments():
     with pytest.raises(TypeError, match=r"ARD pruning needs a PSA model .* SlotAttention"):
         prune_analysis(tiny_model("SA"), batches)
     model = tiny_model()
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"tau must be a number >= 0 and < 1"):
         prune_analysis(model, batches, taus=(0.1, 1.0))
     with pytest.raises(ValueError, match="taus must be distinct"):
         prune_analysis(model, batches, taus=(0.1, 0.1))
     with pytest.raises(ValueError, match="at least one threshold"):
         prune_analysis(model, batches, taus=())
-    with pytest.raises(ValueError, match="max_images must be a positive int"):
+    with pytest.raises(ValueError, match="max_images must be an integer >= 1"):
         prune_analysis(model, batches, max_images=0)
     with pytest.raises(ValueError, match=r"needs dict batches with 'image' .* got \['image'\]"):
         prune_analysis(model, [{"image": batches[0]["image"]}])
@@ -261,12 +223,13 @@ def test_default_sweep_is_sorted_and_valid():
 
 
 # ---------------------------------------------------------------------- ARD inside EM
-def _direct_in_em(model, images, tau, seed):
-    """Reference: EM with prune_tau = τ from the given initial-slot seed, decode the survivors."""
-    model.grouping.prune_tau = tau
+def _direct_in_em(model, images, tau, seed, **settings):
+    """Reference: EM with ARD at τ (and other `with_settings` changes) from the given
+    initial-slot seed, then decode the survivors."""
+    parts = with_settings(model.grouping.extensions, prune_tau=tau, **settings)
     torch.manual_seed(seed)
     with torch.no_grad():
-        post = model.encode(images)
+        post = model.encode(images, grouping_args={"extensions": parts})
     keep = post.pi > 0
     out = model.decode(post.slots, keep=None if keep.all() else keep)
     return post, keep, out
@@ -281,13 +244,23 @@ def _first_batch_seed(global_seed: int) -> int:
     return seed
 
 
-def test_in_em_mode_matches_a_direct_computation_and_restores_prune_tau():
+def _ard_tau(model) -> float:
+    ard = model.grouping.extension(ARDPrune)
+    return 0.0 if ard is None else ard.tau
+
+
+def _merge_dist(model) -> float:
+    merge = model.grouping.extension(MomentMerge)
+    return 0.0 if merge is None else merge.dist
+
+
+def test_in_em_mode_matches_a_direct_computation_and_leaves_the_model_as_it_was():
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _first_batch_seed(5)  # what the analysis draws for this batch
     report = prune_analysis(model, batches, taus=(0.0, 0.3), timing_repeats=1)  # in_em=None
-    assert report.in_em and model.grouping.prune_tau == 0.3
+    assert report.in_em and _ard_tau(model) == 0.3
     post0, _, base = _direct_in_em(model, images, 0.0, seed)
     post, keep, out = _direct_in_em(model, images, 0.3, seed)
     assert (~keep).any(), "τ = 0.3 with 4 slots must drop some slot on these images"
@@ -300,7 +273,9 @@ def test_in_em_mode_matches_a_direct_computation_and_restores_prune_tau():
     assert r.decoder_flops_saved == pytest.approx(1 - keep.sum().item() / (4 * K), abs=0.02)
     # the baseline is plain EM with all K slots decoded, whatever the model's own forward
     # would keep (here: it would drop slot 0 of every image)
-    model.em_survivors = lambda post: (post.pi > 0).index_fill(1, torch.tensor([0]), False)
+    model.em_survivors = lambda post, parts=None: (post.pi > 0).index_fill(
+        1, torch.tensor([0]), False
+    )
     again = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, seed=0)
     del model.em_survivors
     assert again.decoder_flops == pytest.approx(report.decoder_flops)
@@ -328,17 +303,15 @@ def test_threshold_mode_on_an_em_pruned_model_decodes_only_its_survivors():
         prune_analysis(model, batches, in_em="yes")
 
 
-def test_in_em_mode_with_merging_compares_against_plain_em_and_restores_merge_dist():
+def test_in_em_mode_with_merging_compares_against_plain_em():
     model = tiny_model(grouping_kwargs={"merge_dist": 5.0})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _first_batch_seed(6)
     report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1)  # in_em=None
-    assert report.in_em and model.grouping.merge_dist == 5.0
+    assert report.in_em and _merge_dist(model) == 5.0
     # the baseline: plain EM, no merging, all K slots decoded
-    model.grouping.merge_dist = 0.0
-    _, _, base = _direct_in_em(model, images, 0.0, seed)
-    model.grouping.merge_dist = 5.0
+    _, _, base = _direct_in_em(model, images, 0.0, seed, merge_dist=0.0)
     base_mse = (base.recon.double() - images.double()).square().mean().item()
     assert report.baseline_mse == pytest.approx(base_mse, rel=1e-9)
     # τ = 0 with merging: the model's own merged forward, survivors decoded
@@ -350,48 +323,45 @@ def test_in_em_mode_with_merging_compares_against_plain_em_and_restores_merge_di
     assert r0.mse == pytest.approx(mse, rel=1e-9)
 
 
-def test_merge_dist_at_inference_overrides_the_model_and_is_restored():
+def test_merge_dist_at_inference_overrides_the_model_without_writing_to_it():
     model = tiny_model()  # trained without merging
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _first_batch_seed(7)
     report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=5.0)
-    assert report.in_em and model.grouping.merge_dist == 0.0  # restored
-    model.grouping.merge_dist = 5.0
-    _, keep, _ = _direct_in_em(model, images, 0.0, seed)
-    model.grouping.merge_dist = 0.0
+    assert report.in_em and _merge_dist(model) == 0.0  # the module is never written to
+    _, keep, _ = _direct_in_em(model, images, 0.0, seed, merge_dist=5.0)
     assert (~keep).any()
     assert report.at(0.0).mean_kept == pytest.approx(keep.sum(1).double().mean().item())
     # and 0 switches off the merging of a model that merges
-    model.grouping.merge_dist = 5.0
-    off = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=0.0, in_em=True)
+    merging = tiny_model(grouping_kwargs={"merge_dist": 5.0})
+    off = prune_analysis(
+        merging, batches, taus=(0.0,), timing_repeats=1, merge_dist=0.0, in_em=True
+    )
     assert off.merge_dist == 0.0 and off.at(0.0).mean_kept == K
-    assert model.grouping.merge_dist == 5.0  # restored
-    model.grouping.merge_dist = 0.0
+    assert _merge_dist(merging) == 5.0
     with pytest.raises(ValueError, match="needs in-EM mode"):
         prune_analysis(model, batches, merge_dist=1.0, in_em=False)
-    with pytest.raises(ValueError, match="merge_dist must be a float >= 0"):
+    with pytest.raises(ValueError, match="merge_dist must be a number >= 0"):
         prune_analysis(model, batches, merge_dist=-1.0)
 
 
-def test_prune_start_at_inference_overrides_the_model_and_is_restored():
+def test_prune_start_at_inference_overrides_the_model_without_writing_to_it():
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _first_batch_seed(9)
     report = prune_analysis(model, batches, taus=(0.3,), timing_repeats=1, prune_start=2)
-    assert model.grouping.prune_start == 1  # restored
+    assert model.grouping.extension(ARDPrune).start == 1  # the module is never written to
     assert report.prune_start == 2 and "tau from EM iteration 2" in report.summary(0.3)
-    model.grouping.prune_start = 2
-    post_late, late, out = _direct_in_em(model, images, 0.3, seed)
-    model.grouping.prune_start = 1
+    post_late, late, out = _direct_in_em(model, images, 0.3, seed, prune_start=2)
     post_early, _, _ = _direct_in_em(model, images, 0.3, seed)
     assert not torch.allclose(post_late.pi, post_early.pi), "the start must change the EM here"
     r = report.at(0.3)
     assert r.mean_kept == pytest.approx(late.sum(1).double().mean().item())
     mse = (out.recon.double() - images.double()).square().mean().item()
     assert r.mse == pytest.approx(mse, rel=1e-9)
-    with pytest.raises(ValueError, match=r"prune_start must be an iteration in \[1, iters=2\]"):
+    with pytest.raises(ValueError, match=r"prune_start must be an integer >= 1 and <= 2; got 3"):
         prune_analysis(model, batches, prune_start=3)
     with pytest.raises(ValueError, match="prune_start applies tau inside EM"):
         prune_analysis(model, batches, prune_start=2, in_em=False)
@@ -413,5 +383,5 @@ def test_seeded_analysis_does_not_depend_on_the_callers_random_state(in_em):
             row.pop("decoder_seconds"), row.pop("decoder_time_saved")
         r.pop("decoder_seconds")
     assert a == b
-    with pytest.raises(ValueError, match="seed must be a non-negative int"):
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         prune_analysis(model, batches, seed=-1)

@@ -207,29 +207,36 @@ class ProbabilisticSlotAttention(nn.Module):
         log_pi = torch.full((batch, num_slots), -math.log(num_slots), device=device, dtype=dtype)
         return mu, var, log_pi
 
-    def start(self, inputs: Tensor, num_slots: int, mask: Tensor | None) -> EMState:
-        """The state before the first iteration: keys, values and initial slots."""
+    def start(
+        self,
+        inputs: Tensor,
+        num_slots: int | None,
+        mask: Tensor | None,
+        parts: Sequence[EMExtension],
+        temperature: float | None,
+    ) -> EMState:
+        """The state before the first iteration: checked and normalised tokens, keys and
+        (centred) values, initial slots, the parts' ``before_em`` and keys², values²."""
+        k = resolve_num_slots(self.num_slots, num_slots)
+        inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
         z = self.normalize(inputs)  # (b, n, dim)
         keys, values = self.to_k(z), self.to_v(z)  # (b, n, d) each
         # centre the values once per forward instead of inside every em_step (`center=False`);
         # exact: μ is shifted back after each M-step, σ² and π do not depend on the shift
         shift = token_mean(values, mask).detach()  # (b, 1, d)
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
-        mu, var, log_pi = self.initial_state(inputs.shape[0], num_slots, inputs.device, param_dtype)
-        return EMState(
-            keys=keys,
-            values=values - shift,
-            mask=mask,
-            shift=shift,
-            mu=mu,
-            var=var,
-            log_pi=log_pi,
-            pi=log_pi.exp(),
-            iters=self.iters,
-            min_var=self.min_var,
-            shared_tokens=self.variant != "proj",
-            coord_dims=self.coord_dims,
-        )
+        mu, var, log_pi = self.initial_state(inputs.shape[0], k, inputs.device, param_dtype)
+        state = EMState(
+            keys=keys, values=values - shift, mask=mask, shift=shift, mu=mu, var=var,
+            log_pi=log_pi, pi=log_pi.exp(), iters=self.iters, min_var=self.min_var,
+            shared_tokens=self.variant != "proj", coord_dims=self.coord_dims,
+        )  # fmt: skip
+        for ext in parts:
+            state = ext.before_em(state)
+        if temperature is not None:  # the call's temperature wins over a TemperedEStep
+            temperature = check_float("temperature", temperature, low=0.0, low_open=True)
+            state = state.replace(temperature=temperature)
+        return _with_squares(state)  # keys², values²: iteration-invariant, computed once
 
     def e_step_inputs(self, state: EMState) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """(keys, keys², σ², log π) the E-step scores this iteration (all features here)."""
@@ -237,37 +244,20 @@ class ProbabilisticSlotAttention(nn.Module):
         return state.keys, state.keys_sq, state.var, state.log_pi
 
     def forward(
-        self,
-        inputs: Tensor,
-        num_slots: int | None = None,
-        mask: Tensor | None = None,
-        *,
-        temperature: float | None = None,
-        extensions: Sequence[EMExtension] | None = None,
-    ) -> SlotPosterior:
-        """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots.
-
-        ``temperature`` sets this call's E-step temperature (e.g. a training anneal; None = the
-        module's `TemperedEStep`, else 1); ``extensions`` replaces the module's parts for this
-        call (see `probslot.nn.extensions.with_settings`).
-        """
-        k = resolve_num_slots(self.num_slots, num_slots)
+        self, inputs: Tensor, num_slots: int | None = None, mask: Tensor | None = None, *,
+        temperature: float | None = None, extensions: Sequence[EMExtension] | None = None,
+    ) -> SlotPosterior:  # fmt: skip
+        """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots. Per call:
+        ``temperature`` of the E-step (None: the module's `TemperedEStep`, else 1) and
+        ``extensions`` replacing the module's parts (see `extensions.with_settings`)."""
         parts = self.extensions if extensions is None else self._checked(extensions)
-        inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
-        state = self.start(inputs, k, mask)
-        for ext in parts:
-            state = ext.before_em(state)
-        if temperature is not None:
-            state = state.replace(
-                temperature=check_float("temperature", temperature, low=0.0, low_open=True)
-            )
-        state = _with_squares(state)  # keys², values²: iteration-invariant, computed once
+        state = self.start(inputs, num_slots, mask, parts, temperature)
         for t in range(1, self.iters + 1):
             mu = state.mu
             query = self.to_q(self.refine.query_input(mu) if self.refine is not None else mu)
             keys, keys_sq, var, log_pi = self.e_step_inputs(state)
             step = em_step(
-                keys, state.values, query[..., : keys.shape[-1]], var, log_pi, mask,
+                keys, state.values, query[..., : keys.shape[-1]], var, log_pi, state.mask,
                 min_var=self.min_var, variance=self.variance,
                 prev_mu=mu - state.shift if self.variance == "map" else None,
                 center=False, keys_sq=keys_sq, values_sq=state.values_sq,

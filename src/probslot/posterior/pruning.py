@@ -29,7 +29,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from probslot.typing import DecoderOutput, SlotPosterior, check_tau
+from probslot.relevance import relevant
+from probslot.typing import DecoderOutput, SlotPosterior
+from probslot.validation import check_choice, check_float, check_int, check_iteration, check_tau
 
 __all__ = [
     "DEFAULT_TAUS",
@@ -37,8 +39,8 @@ __all__ = [
     "PruningReport",
     "TauResult",
     "count_flops",
+    "headline_tau",
     "prune_analysis",
-    "relevance_keep",
     "slot_count_mae",
 ]
 
@@ -52,30 +54,20 @@ ObjectCount = Literal["visible", "placed"]
 
 
 # ---------------------------------------------------------------------- small pure pieces
-def relevance_keep(pi: Tensor, tau: float, keep_top: bool = True) -> Tensor:
-    """(b, k) bool mask of the slots kept by ARD: π_k > τ (paper Eq. 7).
+#: the headline τ when neither the caller, the run config nor the model sets one
+DEFAULT_TAU: float = 0.05
 
-    Args:
-        pi: (b, k) mixing weights of a `SlotPosterior` (rows on the simplex).
-        tau: relevance threshold in [0, 1).
-        keep_top: also keep each image's slot with the largest π, so that no image loses every
-            slot (possible once τ ≥ 1/K); decoders need at least one slot per image.
 
-    τ = 0 keeps every slot: in exact arithmetic π_k > 0, so Eq. 7 prunes nothing, but in float32
-    the weight of a slot far from every token can underflow to exactly 0 (seen in untrained
-    models); τ = 0 is "no pruning" all the same. Use a tiny τ (e.g. 1e-6) to drop such slots.
-    """
-    tau = check_tau(tau)
-    if not isinstance(pi, Tensor) or pi.ndim != 2 or not pi.is_floating_point():
-        got = tuple(pi.shape) if isinstance(pi, Tensor) else type(pi).__name__
-        raise ValueError(f"pi must be a float tensor of shape (batch, slots); got {got}")
-    if tau == 0.0:
-        return torch.ones_like(pi, dtype=torch.bool)
-    keep = pi > tau
-    if keep_top:
-        top = pi.argmax(dim=1, keepdim=True)  # (b, 1)
-        keep = keep.scatter(1, top, True)
-    return keep
+def headline_tau(model: nn.Module, tau: float | None = None) -> float:
+    """The τ a pruning report leads with: `tau` if given, else the model's own ARD threshold
+    when it was trained with ARD inside EM (`probslot.nn.ARDPrune`), else `DEFAULT_TAU`."""
+    if tau is not None:
+        return check_tau(tau)
+    from probslot.nn import ARDPrune
+
+    extension = getattr(getattr(model, "grouping", None), "extension", None)
+    ard = extension(ARDPrune) if callable(extension) else None
+    return ard.tau if ard is not None else DEFAULT_TAU
 
 
 def _targets(num_objects: Tensor, convention: Convention) -> Tensor:
@@ -378,7 +370,6 @@ def prune_analysis(
     taus: Sequence[float] = DEFAULT_TAUS,
     max_images: int | None = None,
     object_count: ObjectCount = "visible",
-    keep_top: bool = True,
     timing_repeats: int = 3,
     progress: bool = False,
     in_em: bool | None = None,
@@ -390,7 +381,7 @@ def prune_analysis(
 
     Threshold mode (``in_em=False``, the paper): each batch is encoded once; the slots are
     decoded once with all K slots (the baseline) and once per τ with
-    ``keep = relevance_keep(π, τ)``, so only the decoder's work changes.
+    ``keep = relevant(π, τ)`` (`probslot.relevance`), so only the decoder's work changes.
 
     In-EM mode (``in_em=True``): τ is the grouping's ``prune_tau`` — slots with π < τ are dropped
     after every EM iteration and their tokens go to the surviving slots (`ProbabilisticSlotAttention`)
@@ -408,7 +399,6 @@ def prune_analysis(
         max_images: stop after this many images (None = the whole loader).
         object_count: ``"visible"`` counts objects that own at least one pixel (needs
             ``visibility``; falls back to ``num_objects``), ``"placed"`` uses ``num_objects``.
-        keep_top: always keep each image's largest-π slot (see `relevance_keep`).
         timing_repeats: decoder calls timed per batch and τ; the fastest counts.
         progress: print one line per 10 batches.
         in_em: apply τ inside EM (True), threshold the final π (False), or None = in-EM exactly
@@ -433,8 +423,7 @@ def prune_analysis(
     # metrics import torchmetrics (slow): only when the analysis runs, not with the CLI
     from probslot.metrics.reconstruction import mse as mse_per_image
     from probslot.metrics.segmentation import fg_ari
-    from probslot.nn import ProbabilisticSlotAttention
-    from probslot.nn.layers import check_float, check_iteration, override_attributes
+    from probslot.nn import ARDPrune, MomentMerge, ProbabilisticSlotAttention, with_settings
 
     grouping = getattr(model, "grouping", None)
     if not isinstance(grouping, ProbabilisticSlotAttention):
@@ -445,9 +434,11 @@ def prune_analysis(
             "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
         )
     taus = _check_taus(taus)
-    trained_merge = float(getattr(grouping, "merge_dist", 0.0))
+    ard, merging = grouping.extension(ARDPrune), grouping.extension(MomentMerge)
+    trained_tau = ard.tau if ard is not None else 0.0
+    trained_merge = merging.dist if merging is not None else 0.0
     if merge_dist is not None:
-        merge_dist = check_float("merge_dist", merge_dist, "a float >= 0 or None", low=0.0)
+        merge_dist = check_float("merge_dist", merge_dist, low=0.0, hint="0 = no merging")
         if in_em is False and merge_dist > 0:
             raise ValueError(
                 "merge_dist merges slots inside EM, so it needs in-EM mode; got in_em=False. "
@@ -455,7 +446,7 @@ def prune_analysis(
             )
         trained_merge = merge_dist
     if in_em is None:
-        in_em = grouping.prune_tau > 0 or trained_merge > 0
+        in_em = trained_tau > 0 or trained_merge > 0
     if not isinstance(in_em, bool):
         raise TypeError(f"in_em must be True, False or None; got {in_em!r}")
     if prune_start is not None:
@@ -465,23 +456,14 @@ def prune_analysis(
                 "prune_start applies tau inside EM, so it needs in-EM mode; got in_em=False. "
                 "Pass in_em=True or leave it None"
             )
-    start = grouping.prune_start if prune_start is None else prune_start
-    trained_tau = grouping.prune_tau
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ValueError(f"seed must be a non-negative int or None; got {seed!r}")
+    start = (ard.start if ard is not None else 1) if prune_start is None else prune_start
+    if seed is not None:
+        check_int("seed", seed, low=0)
     rng = torch.Generator().manual_seed(seed) if seed is not None else None
-    if max_images is not None and (
-        isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1
-    ):
-        raise ValueError(f"max_images must be a positive int or None; got {max_images!r}")
-    if object_count not in ("visible", "placed"):
-        raise ValueError(f"object_count must be 'visible' or 'placed'; got {object_count!r}")
-    if (
-        isinstance(timing_repeats, bool)
-        or not isinstance(timing_repeats, int)
-        or timing_repeats < 1
-    ):
-        raise ValueError(f"timing_repeats must be a positive int; got {timing_repeats!r}")
+    if max_images is not None:
+        check_int("max_images", max_images, low=1)
+    check_choice("object_count", object_count, ("visible", "placed"))
+    check_int("timing_repeats", timing_repeats, low=1)
 
     was_training = model.training
     model.eval()
@@ -520,25 +502,28 @@ def prune_analysis(
 
             def encode(
                 tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
-            ) -> Any:
-                # the in-EM baseline is plain EM: no merging either
-                merge = 0.0 if plain else trained_merge
-                with override_attributes(
-                    grouping, prune_tau=tau, prune_start=start, merge_dist=merge
-                ):
-                    if seed is None:
-                        return count_flops(model.encode, images)
-                    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                        torch.manual_seed(seed)
-                        return count_flops(model.encode, images)
+            ) -> tuple[Any, int, tuple[Any, ...]]:
+                # the EM parts of this encode; the in-EM baseline is plain EM: no merging either
+                parts = with_settings(
+                    grouping.extensions,
+                    prune_tau=tau,
+                    prune_start=start,
+                    merge_dist=0.0 if plain else trained_merge,
+                )
+                args = {"grouping_args": {"extensions": parts}}
+                if seed is None:
+                    return (*count_flops(model.encode, images, **args), parts)
+                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+                    torch.manual_seed(seed)
+                    return (*count_flops(model.encode, images, **args), parts)
 
             # encoder + grouping once, then the unpruned decode once: its output is the baseline
-            post, enc_flops = encode(0.0 if in_em else trained_tau, plain=in_em)
+            post, enc_flops, base_parts = encode(0.0 if in_em else trained_tau, plain=in_em)
             assert isinstance(post, SlotPosterior)
             slots = post.slots
             # in-EM mode: plain EM, all K slots decoded; threshold mode: a model pruned inside
             # EM decodes only its surviving slots (its own forward pass)
-            base_keep = None if in_em else model.em_survivors(post)
+            base_keep = None if in_em else model.em_survivors(post, base_parts)
             if base_keep is not None and bool(base_keep.all()):
                 base_keep = None
             base_out, base_dec = count_flops(model.decode, slots, keep=base_keep)
@@ -564,10 +549,10 @@ def prune_analysis(
                     post_t = encode(tau)[0]
                     slots_t = post_t.slots
                     attn_t = model.attention_masks(post_t.attn, model.token_grid)
-                    # slots pruned or merged away inside EM have π = 0 (EM keeps the top slot)
-                    keep = post_t.pi > 0
+                    # slots pruned or merged away inside EM have π = 0: not relevant at τ = 0
+                    keep = relevant(post_t.pi, 0.0)
                 else:
-                    keep = relevance_keep(post.pi, tau, keep_top=keep_top)
+                    keep = relevant(post.pi, tau)
                 if bool(keep.all()) and post_t is post:
                     keep_arg = None  # nothing pruned: identical to no pruning
                     out, flops, t = None, base_dec, base_time
