@@ -3,11 +3,16 @@
 Each subcommand is one typed, documented function; :data:`COMMANDS` maps names to them (a nested
 dict makes a command group such as ``probslot data preview``). To add a subcommand, write the
 function (parameters with type hints and defaults, a docstring with an ``Args:`` section) and add
-one line to :data:`COMMANDS`; help text and argument parsing come from the signature.
+one line to :data:`COMMANDS`: jsonargparse's ``add_function_arguments`` turns the signature into
+typed ``--name`` options, with help from the docstring (docstring-parser); ``bool`` parameters
+become ``--name/--no_name`` flags.
 
-Dotted config overrides (``model.num_slots=5``) may be given as bare arguments after the options
-of ``train`` and ``demo``. User errors (missing files, bad values) print one line and exit with
-status 2, without a traceback.
+This module adds only what people type on top: run directories and dataset names given
+positionally (``probslot evaluate RUN``, ``probslot compare A B C``), hyphenated options
+(``--max-images``) and bare dotted config overrides after ``train`` and ``demo``
+(``model.num_slots=5``). User errors (a bad command line, missing files, bad values) print one
+line ``probslot: error: ...`` naming the fix (``Did you mean --config?``) and exit with status 2,
+without a traceback; ``PROBSLOT_DEBUG=1`` re-raises them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,17 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["COMMANDS", "build_parser", "demo", "main", "normalise_argv", "preview", "train"]
+__all__ = [
+    "COMMANDS",
+    "UsageError",
+    "build_parser",
+    "demo",
+    "main",
+    "normalise_argv",
+    "parse_command",
+    "preview",
+    "train",
+]
 
 _OVERRIDE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+=")
 
@@ -191,51 +206,46 @@ def _print_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
     print(f"  {run_dir / 'logs'}/ (TensorBoard: tensorboard --logdir {run_dir / 'logs'})")
 
 
-def _first_doc_line(fn: Callable[..., Any]) -> str:
-    return (fn.__doc__ or "").strip().splitlines()[0] if fn.__doc__ else ""
+_USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, TypeError, UsageError)
 
 
-def _doc_parts(fn: Callable[..., Any]) -> tuple[str, dict[str, str]]:
-    """(description, {param: help}) from a Google-style docstring with an ``Args:`` section."""
-    doc = inspect.cleandoc(fn.__doc__ or "")
-    head, _, args = doc.partition("\nArgs:\n")
-    helps: dict[str, str] = {}
-    current = None
-    for line in args.splitlines():
-        match = re.match(r"^\s{0,8}([A-Za-z_][A-Za-z0-9_]*):\s*(.*)$", line)
-        if match and not line.startswith(" " * 9):
-            current = match.group(1)
-            helps[current] = match.group(2).strip()
-        elif current and line.strip():
-            helps[current] += " " + line.strip()
-        elif not line.strip():
-            current = None
-    return head.strip(), helps
+def _doc(fn: Callable[..., Any]) -> Any:
+    """The Google-style docstring of a command, parsed by docstring-parser (as jsonargparse does)."""
+    import docstring_parser
+
+    return docstring_parser.parse(fn.__doc__ or "")
 
 
-def command_parser(fn: Callable[..., Any]) -> Any:
-    """A jsonargparse parser for a typed function: one ``--name`` option per parameter.
+def _flags(fn: Callable[..., Any]) -> list[str]:
+    """The parameters typed ``bool`` that have a default: on the command line ``--name/--no_name``."""
+    hints = typing.get_type_hints(fn)
+    return [
+        name
+        for name, param in inspect.signature(fn).parameters.items()
+        if hints.get(name) is bool and param.default is not inspect.Parameter.empty
+    ]
 
-    The type of each option comes from the annotation, the help from the docstring's ``Args:``;
-    parameters without a default are required; ``bool`` parameters become ``--flag/--no_flag``.
+
+def _command_parser(fn: Callable[..., Any]) -> Any:
+    """The parser of one command, from its signature by jsonargparse (``add_function_arguments``).
+
+    Each parameter becomes a typed ``--name`` option with the help of its ``Args:`` entry and its
+    default; one without a default is required. ``bool`` parameters become ``--name/--no_name``
+    flags (jsonargparse's ``ActionYesNo``) rather than jsonargparse's ``--name true``, since the
+    docs and scripts write ``--resume`` and ``--no_progress``; ``bool | None`` keeps ``--name true``.
     """
     from jsonargparse import ActionYesNo, ArgumentParser
 
-    description, helps = _doc_parts(fn)
-    parser = ArgumentParser(description=description)
-    hints = typing.get_type_hints(fn)
-    for name, param in inspect.signature(fn).parameters.items():
-        tp = hints.get(name, str)
-        help_text = helps.get(name, "")
-        required = param.default is inspect.Parameter.empty
-        if tp is bool:
-            parser.add_argument(
-                f"--{name}", action=ActionYesNo, default=bool(param.default), help=help_text
-            )
-        elif required:
-            parser.add_argument(f"--{name}", type=tp, required=True, help=help_text)
-        else:
-            parser.add_argument(f"--{name}", type=tp, default=param.default, help=help_text)
+    doc = _doc(fn)
+    parser = ArgumentParser(description=doc.description, exit_on_error=False, allow_abbrev=False)
+    flags = _flags(fn)
+    parser.add_function_arguments(fn, as_group=False, skip=set(flags))
+    helps = {param.arg_name: param.description for param in doc.params}
+    params = inspect.signature(fn).parameters
+    for name in flags:
+        parser.add_argument(
+            f"--{name}", action=ActionYesNo, default=params[name].default, help=helps.get(name)
+        )
     return parser
 
 
@@ -245,20 +255,32 @@ def _add_commands(parser: Any, commands: dict[str, Any], dest: str) -> None:
     sub = parser.add_subcommands(required=True, dest=dest)
     for name, target in commands.items():
         if isinstance(target, dict):
-            group = ArgumentParser(description=f"{name} commands")
+            group = ArgumentParser(
+                description=f"{name} commands", exit_on_error=False, allow_abbrev=False
+            )
             sub.add_subcommand(name, group, help=f"{name} commands: {', '.join(target)}")
             _add_commands(group, target, dest=f"{name}_command")
         else:
-            sub.add_subcommand(name, command_parser(target), help=_first_doc_line(target))
+            sub.add_subcommand(name, _command_parser(target), help=_doc(target).short_description)
 
 
 def build_parser() -> Any:
-    """The jsonargparse parser of every command in :data:`COMMANDS`."""
+    """The jsonargparse parser of every command in :data:`COMMANDS` (errors raise, not exit)."""
     from jsonargparse import ArgumentParser
+
+    from probslot import __version__
 
     parser = ArgumentParser(
         prog="probslot",
         description="probslot: identifiable object-centric learning with Probabilistic Slot Attention.",
+        exit_on_error=False,
+        allow_abbrev=False,
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"probslot {__version__}",
+        help="Print the version and exit.",
     )
     _add_commands(parser, COMMANDS, dest="command")
     return parser
@@ -274,6 +296,73 @@ def _resolve(
         return _resolve(sub, target, f"{name}_command")
     kwargs = {k: v for k, v in sub.as_dict().items() if not k.startswith("__")}
     return target, kwargs
+
+
+def _target(args: Sequence[str]) -> tuple[list[str], Any]:
+    """The command words that `args` starts with and what they name: a function or a group."""
+    path: list[str] = []
+    target: Any = COMMANDS
+    for token in args:
+        if not isinstance(target, dict) or token not in target:
+            break
+        path.append(token)
+        target = target[token]
+    return path, target
+
+
+def _options(target: Any) -> list[str]:
+    """The option strings of a command (or of a group: ``--help``, ``--version``)."""
+    if isinstance(target, dict):
+        return ["--help", "--version"]
+    names = [f"--{name}" for name in inspect.signature(target).parameters]
+    return [*names, *(f"--no_{name}" for name in _flags(target)), "--help"]
+
+
+#: pieces of jsonargparse's error messages (jsonargparse 4.x) that `_explain` rewrites
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_GOT_VALUE = re.compile(r"(?:Got|Given) value: (.*)")
+_INVALID_CHOICE = re.compile(r"invalid choice: '([^']*)'")
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)")
+_REQUIRED = re.compile(r"arguments are required: (.*)")
+
+
+def _explain(message: str, args: Sequence[str]) -> str:
+    """One line for a jsonargparse parse error that names the fix (the closest command or option).
+
+    jsonargparse reports a bad value over several lines (``Does not validate against any of the
+    Union subtypes ... <class 'NoneType'>``); the user reads ``--tau expects float | None; got
+    'abc'`` with the type from the command's signature.
+    """
+    from probslot.config import type_name
+    from probslot.registry import closest, did_you_mean
+
+    path, target = _target(args)
+    see = f" (see {' '.join(['probslot', *path, '--help'])})"
+    if (match := _INVALID_CHOICE.search(message)) and isinstance(target, dict):
+        names = list(target)
+        return (
+            f"unknown command {match[1]!r}.{did_you_mean(match[1], names)} "
+            f"Commands: {', '.join(names)}{see}"
+        )
+    if match := _UNRECOGNIZED.search(message):
+        unknown = match[1].strip()
+        option = next((t.split("=")[0] for t in unknown.split() if t.startswith("--")), None)
+        # compared without the dashes, which every option shares
+        hint = closest(option[2:], [o[2:] for o in _options(target)]) if option else None
+        dym = f" Did you mean --{hint}?" if hint else ""
+        return f"unrecognized arguments: {unknown}.{dym}{see}"
+    if match := _PARSER_KEY.search(message):
+        key = match[1].rsplit(".", 1)[-1]
+        hints = typing.get_type_hints(target) if callable(target) else {}
+        expected = type_name(hints[key]) if key in hints else "another value"
+        value = _GOT_VALUE.search(message)
+        return f"--{key} expects {expected}{f'; got {value[1]!r}' if value else ''}{see}"
+    if match := _REQUIRED.search(message):
+        missing = ", ".join("--" + key.rsplit(".", 1)[-1] for key in match[1].split(", "))
+        return f"{' '.join(['probslot', *path])} needs {missing}{see}"
+    if isinstance(target, dict):  # a group without one of its commands
+        return f"{' '.join(['probslot', *path])} needs a command: {', '.join(target)}{see}"
+    return " ".join(message.split()) + see
 
 
 def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -302,51 +391,65 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     ``probslot evaluate RUN --max-images 10`` becomes ``evaluate --run_dir RUN --max_images 10``
     and ``probslot compare A B C`` becomes ``compare --run_dirs+ A --run_dirs+ B ...``: the
     tokens right after the subcommand that are not options fill its first parameter when that
-    parameter is ``run_dir`` or ``run_dirs``.
+    parameter is ``run_dir``, ``run_dirs`` or ``name``. (jsonargparse's own positionals,
+    ``as_positional=True``, would stop ``--run_dir RUN`` working, which the docs also write.)
+
+    Raises:
+        UsageError: two run directories for a command that takes one.
     """
     args = [_underscore_option(a) for a in argv]
-    commands: Any = COMMANDS
-    for i, token in enumerate(args):
-        if token.startswith("-"):
-            break
-        target = commands.get(token) if isinstance(commands, dict) else None
-        if target is None:
-            break
-        if isinstance(target, dict):
-            commands = target
-            continue
-        params = list(inspect.signature(target).parameters)
-        flag = _POSITIONAL.get(params[0]) if params else None
-        if flag is None:
-            break
-        head, rest = args[: i + 1], args[i + 1 :]
-        positional = []
-        while rest and not rest[0].startswith("-") and not _OVERRIDE.match(rest[0]):
-            positional.append(rest.pop(0))
-        if flag == "--run_dir" and len(positional) > 1:
-            raise SystemExit(
-                f"probslot: error: {token} takes one run directory; got {len(positional)}: "
-                f"{' '.join(positional)}"
-            )
-        expanded = [part for value in positional for part in (flag, value)]
-        return head + expanded + rest
-    return args
+    path, target = _target(args)
+    params = [] if isinstance(target, dict) else list(inspect.signature(target).parameters)
+    flag = _POSITIONAL.get(params[0]) if params else None
+    if flag is None:
+        return args
+    head, rest = args[: len(path)], args[len(path) :]
+    positional = []
+    while rest and not rest[0].startswith("-") and not _OVERRIDE.match(rest[0]):
+        positional.append(rest.pop(0))
+    if flag == "--run_dir" and len(positional) > 1:
+        raise UsageError(
+            f"{' '.join(path)} takes one run directory; got {len(positional)}: "
+            f"{' '.join(positional)}"
+        )
+    return head + [part for value in positional for part in (flag, value)] + rest
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``probslot`` console script."""
-    args = normalise_argv(list(sys.argv[1:] if argv is None else argv))
-    args, overrides = split_overrides(args)
-    parser = build_parser()
-    ns = parser.parse_args(args)
+def parse_command(argv: Sequence[str]) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The command function that `argv` names and its keyword arguments.
+
+    Raises:
+        UsageError: the command line does not parse (one line naming the fix).
+    """
+    from jsonargparse import ArgumentError
+
+    args, overrides = split_overrides(normalise_argv(argv))
+    try:
+        ns = build_parser().parse_args(args)
+    except ArgumentError as err:
+        raise UsageError(_explain(str(err), args)) from None
     fn, kwargs = _resolve(ns, COMMANDS, "command")
     if overrides:
         if "overrides" not in kwargs:
-            parser.error(f"config overrides {overrides} are not accepted by this command")
+            takers = [name for name, f in COMMANDS.items() if callable(f) and _takes_overrides(f)]
+            raise UsageError(
+                f"config overrides {' '.join(overrides)} are not accepted by "
+                f"{' '.join(_target(args)[0])}; only {' and '.join(takers)} take them"
+            )
         kwargs["overrides"] = list(kwargs.get("overrides") or []) + overrides
+    return fn, kwargs
+
+
+def _takes_overrides(fn: Callable[..., Any]) -> bool:
+    return "overrides" in inspect.signature(fn).parameters
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``probslot`` console script: 0 on success, 2 on a user error."""
     try:
+        fn, kwargs = parse_command(list(sys.argv[1:] if argv is None else argv))
         fn(**kwargs)
-    except (FileNotFoundError, FileExistsError, ValueError, TypeError, UsageError) as err:
+    except _USER_ERRORS as err:
         if os.environ.get("PROBSLOT_DEBUG"):
             raise
         message = " ".join(str(err).split())

@@ -6,7 +6,8 @@ A run is described by :class:`RunConfig` = ``data`` (:class:`probslot.data.DataC
 overrides (``model.num_slots=5``) and validates everything before any work is done:
 
 * unknown keys raise ``ValueError`` naming the closest valid key (``difflib``);
-* values of the wrong type raise ``TypeError`` naming the field, the expected type and the value;
+* values of the wrong type raise ``TypeError`` naming the field, the expected type and the value
+  (jsonargparse checks and converts each field against its type hint);
 * value ranges are checked by each dataclass's ``__post_init__``.
 
 This module never imports Lightning; :func:`probslot.load_model` uses it to rebuild models.
@@ -14,7 +15,9 @@ This module never imports Lightning; :func:`probslot.load_model` uses it to rebu
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
 import re
 import types
 import typing
@@ -26,6 +29,7 @@ from typing import Any, Literal, TypeVar, Union
 import yaml
 
 from probslot.registry import closest
+from probslot.validation import check_choice, check_float, check_int
 
 __all__ = [
     "CONFIG_DIR",
@@ -41,6 +45,7 @@ __all__ = [
     "parse_override",
     "preset_names",
     "resolve_preset",
+    "type_name",
 ]
 
 T = TypeVar("T")
@@ -49,11 +54,6 @@ T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
-
-
-def _check(cond: bool, message: str) -> None:
-    if not cond:
-        raise ValueError(message)
 
 
 @dataclass(frozen=True)
@@ -119,57 +119,32 @@ class OptimConfig:
     temperature_steps: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.lr > 0, f"optim.lr must be > 0; got {self.lr}. Use e.g. optim.lr=2e-4")
-        _check(
-            all(0.0 <= b < 1.0 for b in self.betas),
-            f"optim.betas must both lie in [0, 1); got {self.betas}. Use e.g. optim.betas=[0.9,0.9]",
+        check_float("optim.lr", self.lr, low=0.0, low_open=True, hint="e.g. optim.lr=2e-4")
+        for i, beta in enumerate(self.betas):
+            check_float(
+                f"optim.betas[{i}]", beta, low=0.0, high=1.0, high_open=True, hint="e.g. [0.9, 0.9]"
+            )
+        check_float("optim.weight_decay", self.weight_decay, low=0.0)
+        check_int("optim.warmup_steps", self.warmup_steps, low=0)
+        check_float("optim.min_lr", self.min_lr, low=0.0, high=self.lr, hint="at most optim.lr")
+        check_float("optim.grad_clip", self.grad_clip, low=0.0, hint="0 = off")
+        check_float("optim.skip_grad_norm", self.skip_grad_norm, low=0.0, hint="0 = off")
+        check_float(
+            "optim.ema_decay", self.ema_decay, low=0.0, high=1.0, high_open=True, hint="0 = off"
         )
-        _check(self.weight_decay >= 0, f"optim.weight_decay must be >= 0; got {self.weight_decay}")
-        _check(self.warmup_steps >= 0, f"optim.warmup_steps must be >= 0; got {self.warmup_steps}")
-        _check(
-            0 <= self.min_lr <= self.lr,
-            f"optim.min_lr must lie in [0, optim.lr={self.lr}]; got {self.min_lr}",
-        )
-        _check(self.grad_clip >= 0, f"optim.grad_clip must be >= 0 (0 = off); got {self.grad_clip}")
-        _check(
-            self.skip_grad_norm >= 0,
-            f"optim.skip_grad_norm must be >= 0 (0 = off); got {self.skip_grad_norm}",
-        )
-        _check(
-            0.0 <= self.ema_decay < 1.0,
-            f"optim.ema_decay must lie in [0, 1) (0 = no averaging); got {self.ema_decay}",
-        )
-        _check(
-            self.aux_mask_weight >= 0,
-            f"optim.aux_mask_weight must be >= 0 (0 = off); got {self.aux_mask_weight}",
-        )
-        _check(
-            self.aux_mask_steps >= 0,
-            f"optim.aux_mask_steps must be >= 0; got {self.aux_mask_steps}",
-        )
-        _check(
-            self.aux_pi_weight >= 0,
-            f"optim.aux_pi_weight must be >= 0 (0 = off); got {self.aux_pi_weight}",
-        )
-        _check(self.aux_pi_steps >= 0, f"optim.aux_pi_steps must be >= 0; got {self.aux_pi_steps}")
-        _check(
-            self.prune_tau_steps >= 0,
-            f"optim.prune_tau_steps must be >= 0 (0 = no ramp); got {self.prune_tau_steps}",
-        )
-        _check(
-            self.temperature_start >= 0,
-            f"optim.temperature_start must be >= 0 (0 = no anneal); got {self.temperature_start}",
-        )
-        _check(
-            self.temperature_steps >= 0,
-            f"optim.temperature_steps must be >= 0; got {self.temperature_steps}",
-        )
-        _check(
-            (self.temperature_start > 0) == (self.temperature_steps > 0),
-            "optim.temperature_start and optim.temperature_steps go together (an anneal needs "
-            f"both > 0, none needs both 0); got temperature_start={self.temperature_start}, "
-            f"temperature_steps={self.temperature_steps}",
-        )
+        check_float("optim.aux_mask_weight", self.aux_mask_weight, low=0.0, hint="0 = off")
+        check_int("optim.aux_mask_steps", self.aux_mask_steps, low=0)
+        check_float("optim.aux_pi_weight", self.aux_pi_weight, low=0.0, hint="0 = off")
+        check_int("optim.aux_pi_steps", self.aux_pi_steps, low=0)
+        check_int("optim.prune_tau_steps", self.prune_tau_steps, low=0, hint="0 = no ramp")
+        check_float("optim.temperature_start", self.temperature_start, low=0.0, hint="0 = off")
+        check_int("optim.temperature_steps", self.temperature_steps, low=0)
+        if (self.temperature_start > 0) != (self.temperature_steps > 0):
+            raise ValueError(
+                "optim.temperature_start and optim.temperature_steps go together (an anneal needs "
+                f"both > 0, none needs both 0); got temperature_start={self.temperature_start}, "
+                f"temperature_steps={self.temperature_steps}"
+            )
 
 
 @dataclass(frozen=True)
@@ -211,18 +186,22 @@ class TrainerConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
-        _check(self.max_steps >= 1, f"trainer.max_steps must be >= 1; got {self.max_steps}")
-        _check(self.val_every >= 1, f"trainer.val_every must be >= 1; got {self.val_every}")
-        _check(self.panel_every >= 0, f"trainer.panel_every must be >= 0; got {self.panel_every}")
-        _check(self.log_every >= 1, f"trainer.log_every must be >= 1; got {self.log_every}")
-        _check(self.num_nodes >= 1, f"trainer.num_nodes must be >= 1; got {self.num_nodes}")
-        _check(
-            bool(self.run_name) and "/" not in self.run_name,
-            f"trainer.run_name must be a non-empty name without '/'; got {self.run_name!r}",
-        )
-        _check(self.max_minutes >= 0, f"trainer.max_minutes must be >= 0; got {self.max_minutes}")
-        _check(self.val_batches >= 0, f"trainer.val_batches must be >= 0; got {self.val_batches}")
-        _check(self.num_threads >= 0, f"trainer.num_threads must be >= 0; got {self.num_threads}")
+        check_int("trainer.max_steps", self.max_steps, low=1)
+        check_int("trainer.val_every", self.val_every, low=1)
+        check_int("trainer.panel_every", self.panel_every, low=0, hint="0 = never")
+        check_int("trainer.log_every", self.log_every, low=1)
+        check_choice("trainer.precision", self.precision, typing.get_args(Precision))
+        check_int("trainer.seed", self.seed)
+        check_int("trainer.num_nodes", self.num_nodes, low=1)
+        if not isinstance(self.run_name, str):
+            raise TypeError(f"trainer.run_name must be a str; got {self.run_name!r}")
+        if not self.run_name or "/" in self.run_name:
+            raise ValueError(
+                f"trainer.run_name must be a non-empty name without '/'; got {self.run_name!r}"
+            )
+        check_float("trainer.max_minutes", self.max_minutes, low=0.0, hint="0 = no limit")
+        check_int("trainer.val_batches", self.val_batches, low=0, hint="0 = the whole split")
+        check_int("trainer.num_threads", self.num_threads, low=0, hint="0 = torch's default")
 
 
 @dataclass(frozen=True)
@@ -245,21 +224,15 @@ class PruneConfig:
 
     def __post_init__(self) -> None:
         if self.tau is not None:
-            _check(0.0 <= self.tau < 1.0, f"prune.tau must be in [0, 1) or null; got {self.tau}")
+            check_float("prune.tau", self.tau, low=0.0, high=1.0, high_open=True, hint="or null")
         if self.merge_dist is not None:
-            _check(
-                self.merge_dist >= 0,
-                f"prune.merge_dist must be >= 0 or null; got {self.merge_dist}",
-            )
+            check_float("prune.merge_dist", self.merge_dist, low=0.0, hint="or null")
         if self.prune_start is not None:
-            _check(
-                self.prune_start >= 1,
-                f"prune.prune_start must be an EM iteration >= 1 or null; got {self.prune_start}",
-            )
+            check_int("prune.prune_start", self.prune_start, low=1, hint="an EM iteration, or null")
 
 
 def _data_config_cls() -> type:
-    from probslot.data import DataConfig
+    from probslot.data.config import DataConfig
 
     return DataConfig
 
@@ -323,6 +296,10 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- validation
+# Types are checked and converted by jsonargparse (one parser per dataclass, built from its type
+# hints): YAML lists become tuples, ints become floats, YAML 1.1 strings such as `1e-3` become
+# floats, unions, Literals and containers are checked element by element. Around it sit three
+# YAML-specific rules jsonargparse does not know, and the translation of its errors into one line.
 def _reject_unknown(data: Mapping[str, Any], valid: list[str], prefix: str) -> None:
     for key in data:
         if key not in valid:
@@ -337,126 +314,90 @@ def _reject_unknown(data: Mapping[str, Any], valid: list[str], prefix: str) -> N
             )
 
 
-def _type_name(tp: Any) -> str:
+def type_name(tp: Any) -> str:
+    """A type hint as a config author reads it: ``'32' | 'bf16-mixed'``, ``tuple[float, float]``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
-        return " | ".join(_type_name(a) for a in typing.get_args(tp))
+        return " | ".join(type_name(a) for a in typing.get_args(tp))
     if origin is not None:
-        args = ", ".join(_type_name(a) for a in typing.get_args(tp))
+        args = ", ".join(type_name(a) for a in typing.get_args(tp))
         return f"{getattr(origin, '__name__', str(origin))}[{args}]"
     if tp is type(None):
         return "None"
     return getattr(tp, "__name__", str(tp))
 
 
-_FLOAT_RE = re.compile(r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
+def _admits_none(tp: Any) -> bool:
+    return tp is Any or tp is type(None) or type(None) in typing.get_args(tp)
 
 
-class _Mismatch(Exception):
-    pass
+def _has_any(tp: Any) -> bool:
+    return tp is Any or any(_has_any(a) for a in typing.get_args(tp))
 
 
-def _coerce(tp: Any, value: Any, where: str) -> Any:
-    """Return `value` converted to `tp` (YAML lists → tuples, ints → floats) or raise _Mismatch."""
-    if tp is Any:
-        return value
-    origin = typing.get_origin(tp)
-    if origin is Literal:
-        if value in typing.get_args(tp) and not isinstance(value, bool):
-            return value
-        # YAML reads `precision: 32` as an int; accept it for the string literal "32".
-        if not isinstance(value, bool) and str(value) in typing.get_args(tp):
-            return str(value)
-        raise _Mismatch
-    if origin in (Union, types.UnionType):
-        for arg in typing.get_args(tp):
-            try:
-                return _coerce(arg, value, where)
-            except _Mismatch:
-                continue
-        raise _Mismatch
-    if tp is type(None):
-        if value is None:
-            return None
-        raise _Mismatch
-    if origin is tuple:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        args = typing.get_args(tp)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(args[0], v, where) for v in value)
-        if len(args) != len(value):
-            raise _Mismatch
-        return tuple(_coerce(a, v, where) for a, v in zip(args, value))
-    if origin is list:
-        if not isinstance(value, (list, tuple)):
-            raise _Mismatch
-        (arg,) = typing.get_args(tp) or (Any,)
-        return [_coerce(arg, v, where) for v in value]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise _Mismatch
-        return dict(value)
-    if dataclasses.is_dataclass(tp) and isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        if not isinstance(value, Mapping):
-            raise _Mismatch
-        return config_from_dict(tp, value, prefix=where)
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise _Mismatch
-    if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        # PyYAML (YAML 1.1) reads `1e-3` (no dot) as a string; accept plain numeric strings.
-        if isinstance(value, str) and _FLOAT_RE.match(value.strip()):
-            return float(value)
-        raise _Mismatch
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise _Mismatch
-    if isinstance(tp, type):
-        if isinstance(value, tp):
-            return value
-        raise _Mismatch
-    return value
+@functools.cache
+def _section_parser(cls: type) -> Any:
+    """A jsonargparse parser with one typed option per field of the dataclass `cls`."""
+    from jsonargparse import ArgumentParser
+
+    parser = ArgumentParser(exit_on_error=False)
+    parser.add_class_arguments(cls, as_group=False)
+    return parser
+
+
+#: the field named by a jsonargparse type error: ``Parser key "lr": Expected a <class 'float'>``
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 
 
 def config_from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
-    """Build dataclass `cls` from a mapping, checking keys and types.
+    """Build dataclass `cls` from a mapping, checking keys and types (types with jsonargparse).
 
     Raises:
         ValueError: a key is not a field of `cls` (the message names the closest field).
         TypeError: a value does not match its field's annotation (names field, type and value).
     """
+    from jsonargparse import ArgumentError
+
     if not isinstance(data, Mapping):
         raise TypeError(
             f"config section {prefix or cls.__name__!r} must be a mapping of "
             f"{cls.__name__} fields; got {data!r} ({type(data).__name__})"
         )
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
-    _reject_unknown(data, list(fields), prefix)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]  # type: ignore[arg-type]
+    _reject_unknown(data, fields, prefix)
     hints = typing.get_type_hints(cls)
-    kwargs: dict[str, Any] = {}
-    for key, value in data.items():
+    given = dict(data)
+
+    def mismatch(key: str) -> TypeError:
         where = f"{prefix}.{key}" if prefix else key
-        tp = hints.get(key, Any)
-        try:
-            kwargs[key] = _coerce(tp, value, where)
-        except _Mismatch:
-            raise TypeError(
-                f"config field {where!r} expects {_type_name(tp)}; got {value!r} "
-                f"({type(value).__name__}). Fix the YAML value or override, e.g. {where}=..."
-            ) from None
+        value = data[key]
+        return TypeError(
+            f"config field {where!r} expects {type_name(hints[key])}; got {value!r} "
+            f"({type(value).__name__}). Fix the YAML value or override, e.g. {where}=..."
+        )
+
+    for key, value in data.items():
+        choices = typing.get_args(hints[key]) if typing.get_origin(hints[key]) is Literal else ()
+        if isinstance(value, int) and not isinstance(value, bool) and str(value) in choices:
+            given[key] = str(value)  # YAML reads `precision: 32` as an int; take it by its text
+        if value is None and not _admits_none(hints[key]):
+            raise mismatch(key)  # jsonargparse reads None as "not given" for every option
+    try:
+        # a deep copy: jsonargparse converts the values of nested dicts in place
+        parsed = _section_parser(cls).parse_object(copy.deepcopy(given), defaults=False)
+    except ArgumentError as err:
+        match = _PARSER_KEY.search(str(err))
+        if match is None or match.group(1) not in data:
+            message = " ".join(str(err).split())
+            raise TypeError(f"config section {prefix or cls.__name__!r}: {message}") from None
+        raise mismatch(match.group(1)) from None
+    # Free-form (Any) values pass through as written: jsonargparse would read the strings in them
+    # as YAML ('on' → True, 'null' → None), which changes factory options and the YAML round trip.
+    kwargs = {
+        key: copy.deepcopy(given[key]) if _has_any(hints[key]) else parsed[key] for key in given
+    }
     return cls(**kwargs)
 
 

@@ -1,4 +1,4 @@
-"""Run directories, atomic file writes, safetensors export and :func:`load_model`.
+"""Run directories, safetensors export and :func:`load_model`.
 
 Layout of a run directory (see ``docs/architecture.md``)::
 
@@ -12,29 +12,26 @@ Layout of a run directory (see ``docs/architecture.md``)::
       logs/                TensorBoard and CSV logs
 
 Nothing here imports Lightning or :mod:`probslot.training`: a model is rebuilt from
-``config.yaml`` + ``model.safetensors`` alone.
+``config.yaml`` + ``model.safetensors`` alone. Atomic writes live in :mod:`probslot.atomic`
+(the lowest layer, so datasets and model code can write files without importing this module,
+which sits above :mod:`probslot.config`).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from torch import nn
 
+from probslot.atomic import atomic_write_bytes, atomic_write_text
+
 __all__ = [
-    "atomic_path",
     "RunPaths",
-    "atomic_write",
-    "atomic_write_bytes",
-    "atomic_write_text",
     "load_model",
     "load_run_config",
     "save_model_weights",
@@ -82,49 +79,9 @@ class RunPaths:
         return self.root / "logs"
 
 
-# --------------------------------------------------------------------------- atomic writes
-@contextmanager
-def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path next to `path`; on success fsync it and ``os.replace`` it into place.
-
-    For writers that need a file name (h5py, matplotlib, safetensors). Readers see either the old
-    file or the complete new one, never a partial write; on failure the temporary file is removed.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(
-        prefix=f".{target.name}.", suffix=".tmp" + target.suffix, dir=target.parent
-    )
-    os.close(fd)
-    tmp = Path(name)
-    try:
-        yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None]) -> Path:
-    """Call ``write(fh)`` on a temporary file next to `path`, then ``os.replace`` it into place.
-
-    Readers see either the old file or the complete new one, never a partial write.
-    """
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        write(fh)
-    return Path(path)
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    return atomic_write(path, lambda fh: fh.write(data))
-
-
-def atomic_write_text(path: str | Path, text: str) -> Path:
-    return atomic_write_bytes(path, text.encode("utf-8"))
-
-
+# --------------------------------------------------------------------------- metrics
 def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
+    """Write `metrics` as indented JSON with sorted keys to `path` (atomically)."""
     return atomic_write_text(path, json.dumps(dict(metrics), indent=2, sort_keys=True) + "\n")
 
 

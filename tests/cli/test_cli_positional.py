@@ -2,7 +2,7 @@
 
 import pytest
 
-from probslot.cli import build_parser, normalise_argv
+from probslot.cli import UsageError, build_parser, normalise_argv
 
 
 @pytest.mark.parametrize(
@@ -57,7 +57,7 @@ def test_positional_forms_parse() -> None:
 
 
 def test_two_run_dirs_for_a_single_run_command_is_an_error() -> None:
-    with pytest.raises(SystemExit, match="evaluate takes one run directory; got 2"):
+    with pytest.raises(UsageError, match="evaluate takes one run directory; got 2"):
         normalise_argv(["evaluate", "a", "b"])
 
 

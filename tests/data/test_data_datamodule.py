@@ -1,12 +1,12 @@
-"""DataConfig validation, SlotDataModule splits and batches, collate."""
+"""DataConfig validation, split datasets, SlotDataModule splits and batches, collate."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from probslot.data import DataConfig, SlotDataModule, build_datamodule, collate
-from probslot.data.datamodule import split_seed
+from probslot.data import DataConfig, build_split, collate, split_seed
+from probslot.data.datamodule import SlotDataModule, build_datamodule
 
 
 def _hashes(loader) -> set[bytes]:
@@ -46,6 +46,21 @@ def test_splits_are_disjoint_and_batches_follow_contract() -> None:
     assert len(seeds) == 6
 
 
+def test_build_split_is_the_datamodule_split_without_lightning() -> None:
+    cfg = DataConfig(num_train=3, num_val=2, num_test=5, image_size=16, max_objects=2)
+    dm = build_datamodule(cfg)
+    for split, size in (("train", 3), ("val", 2), ("test", 5)):
+        plain = build_split(cfg, split)
+        assert len(plain) == size == cfg.split_size(split)
+        assert torch.equal(plain[size - 1]["image"], dm.build_split(split)[size - 1]["image"])
+    with pytest.raises(
+        ValueError, match=r"split must be one of .*; got 'tset'\. Did you mean 'test'"
+    ):
+        build_split(cfg, "tset")
+    with pytest.raises(ValueError, match=r"Did you mean 'val'"):
+        split_seed(0, "vla")
+
+
 def test_loader_settings() -> None:
     dm = build_datamodule(DataConfig(num_train=6, image_size=16, batch_size=2, num_workers=2))
     loader = dm.train_dataloader()
@@ -79,12 +94,15 @@ def test_toy2d_and_dataset_kwargs() -> None:
     ("kwargs", "match"),
     [
         ({"name": "sprite"}, r"unknown dataset 'sprite'\. Did you mean 'sprites'\?"),
-        ({"num_train": 0}, r"num_train must be >= 1; got 0"),
-        ({"num_val": -1}, r"num_val must be >= 0; got -1"),
-        ({"image_size": 4}, r"image_size must be >= 8; got 4"),
-        ({"min_objects": 5, "max_objects": 3}, r"min_objects must be in \[0, 3\]; got 5"),
-        ({"batch_size": 0}, r"batch_size must be >= 1"),
-        ({"num_workers": -1}, r"num_workers must be >= 0"),
+        ({"num_train": 0}, r"DataConfig\.num_train must be an integer >= 1; got 0"),
+        ({"num_val": -1}, r"DataConfig\.num_val must be an integer >= 0; got -1"),
+        ({"image_size": 4}, r"DataConfig\.image_size must be an integer >= 8; got 4"),
+        (
+            {"min_objects": 5, "max_objects": 3},
+            r"min_objects must be an integer >= 0 and <= 3; got 5",
+        ),
+        ({"batch_size": 0}, r"batch_size must be an integer >= 1"),
+        ({"num_workers": -1}, r"num_workers must be an integer >= 0"),
         (
             {"dataset_kwargs": {"backgroud": "gray"}},
             r"no option 'backgroud'\. Did you mean 'background'\?",
@@ -99,8 +117,14 @@ def test_config_validation(kwargs: dict, match: str) -> None:
 
 
 def test_config_types() -> None:
-    with pytest.raises(TypeError, match="batch_size must be an int"):
+    with pytest.raises(
+        TypeError, match=r"DataConfig\.batch_size must be an integer >= 1; got 2\.5"
+    ):
         DataConfig(batch_size=2.5)
+    with pytest.raises(TypeError, match=r"DataConfig\.seed must be an integer >= 0; got True"):
+        DataConfig(seed=True)
+    with pytest.raises(TypeError, match="build_split needs a DataConfig"):
+        build_split({"name": "sprites"}, "train")
     with pytest.raises(TypeError, match="needs a DataConfig"):
         SlotDataModule({"name": "sprites"})
 

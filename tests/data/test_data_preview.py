@@ -25,8 +25,10 @@ def test_preview_writes_png(tmp_path: Path, name: str, kwargs: dict) -> None:
 def test_preview_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"Did you mean 'toy2d'"):
         preview("toy2", tmp_path / "g.png")
-    with pytest.raises(ValueError, match=r"num must be an int in \[1, 256\]; got 0"):
+    with pytest.raises(ValueError, match=r"num must be an integer >= 1 and <= 256; got 0"):
         preview("sprites", tmp_path / "g.png", num=0)
+    with pytest.raises(TypeError, match=r"num must be an integer >= 1 and <= 256; got 2\.5"):
+        preview("sprites", tmp_path / "g.png", num=2.5)
     with pytest.raises(ValueError, match=r"\.png"):
         preview("sprites", tmp_path / "g.jpg")
     with pytest.raises(ValueError, match=r"unknown shape 'sqare'\. Did you mean 'square'"):

@@ -277,11 +277,14 @@ def test_cache_round_trip(tmp_path, suffix: str) -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"min_objects": 5, "max_objects": 3}, r"min_objects must be in \[0, 3\]; got 5"),
-        ({"image_size": 7}, r"image_size must be >= 8; got 7"),
-        ({"num_samples": -1}, r"num_samples must be >= 0; got -1"),
-        ({"max_objects": 0}, r"max_objects must be in \[1, 255\]; got 0"),
-        ({"min_objects": -2}, r"min_objects must be in \[0, 4\]; got -2"),
+        (
+            {"min_objects": 5, "max_objects": 3},
+            r"min_objects must be an integer >= 0 and <= 3; got 5",
+        ),
+        ({"image_size": 7}, r"image_size must be an integer >= 8; got 7"),
+        ({"num_samples": -1}, r"num_samples must be an integer >= 0; got -1"),
+        ({"max_objects": 0}, r"max_objects must be an integer >= 1 and <= 255; got 0"),
+        ({"min_objects": -2}, r"min_objects must be an integer >= 0 and <= 4; got -2"),
         (
             {"shapes": ("cirle", "square")},
             r"unknown shape 'cirle'\. Did you mean 'circle'\? Allowed shapes: circle",
@@ -304,8 +307,12 @@ def test_bad_arguments_raise(kwargs: dict, match: str) -> None:
 
 
 def test_bad_argument_types_raise() -> None:
-    with pytest.raises(TypeError, match="image_size must be an int"):
+    with pytest.raises(TypeError, match=r"image_size must be an integer >= 8; got 32\.0 \(float\)"):
         SpritesDataset(3, image_size=32.0)
+    with pytest.raises(TypeError, match=r"seed must be an integer >= 0; got True \(bool\)"):
+        SpritesDataset(3, seed=True)
+    with pytest.raises(TypeError, match=r"min_distance must be a number; got 'far' \(str\)"):
+        SpritesDataset(3, min_distance="far")
     with pytest.raises(TypeError, match="sequence of names"):
         SpritesDataset(3, shapes="circle")
 

@@ -78,12 +78,26 @@ def test_deterministic_per_seed_and_index() -> None:
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"num_samples": -3}, r"num_samples must be >= 0; got -3"),
-        ({"points_per_item": 2}, r"points_per_item must be >= 3; got 2"),
-        ({"seed": -1}, r"seed must be >= 0; got -1"),
+        ({"num_samples": -3}, r"num_samples must be an integer >= 0; got -3"),
+        ({"points_per_item": 2}, r"points_per_item must be an integer >= 3; got 2"),
+        ({"seed": -1}, r"seed must be an integer >= 0; got -1"),
         ({"split": "per-mode"}, r"split must be 'per_mode'.*'total'.*got 'per-mode'"),
     ],
 )
 def test_bad_arguments(kwargs: dict, match: str) -> None:
     with pytest.raises(ValueError, match=match):
+        Toy2DDataset(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_samples": 7.0}, r"num_samples must be an integer >= 0; got 7\.0 \(float\)"),
+        ({"points_per_item": "128"}, r"points_per_item must be an integer >= 3; got '128' \(str\)"),
+        ({"seed": False}, r"seed must be an integer >= 0; got False \(bool\)"),
+        ({"standardize": 1}, r"standardize must be True or False; got 1 \(int\)"),
+    ],
+)
+def test_bad_argument_types(kwargs: dict, match: str) -> None:
+    with pytest.raises(TypeError, match=match):
         Toy2DDataset(**kwargs)

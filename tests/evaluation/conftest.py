@@ -30,8 +30,9 @@ def make_run(
 ) -> Path:
     """Write a run directory `root/name` of an untrained tiny model (weights seeded by `seed`,
     or copied from the run `weights_from`)."""
+    from probslot.atomic import atomic_write_text
     from probslot.config import RunConfig, dump_config
-    from probslot.io import RunPaths, atomic_write_text, save_model_weights, write_metrics
+    from probslot.io import RunPaths, save_model_weights, write_metrics
     from probslot.models import build_model
 
     data = _merge(TINY_RUN, changes or {})

@@ -115,3 +115,14 @@ def test_bad_inputs_are_clear_errors(three_runs: list[Path], tmp_path: Path) -> 
         compare_runs(three_runs[:2], tmp_path, CompareConfig(max_images=30, progress=False))
     with pytest.raises(ValueError, match=r"needs at least 9 images; the 'test' split gives 4"):
         compare_runs(three_runs[:2], tmp_path, CompareConfig(max_images=4, progress=False))
+
+
+def test_bad_options_are_errors() -> None:
+    with pytest.raises(ValueError, match=r"split must be one of .*; got 'vla'. Did you mean 'val'"):
+        CompareConfig(split="vla")
+    with pytest.raises(ValueError, match="posterior_samples must be an integer >= 1; got 0"):
+        CompareConfig(posterior_samples=0)
+    with pytest.raises(TypeError, match=r"batch_size must be an integer >= 1; got '8' \(str\)"):
+        CompareConfig(batch_size="8")
+    with pytest.raises(ValueError, match="seed must be an integer >= 0; got -1"):
+        CompareConfig(seed=-1)

@@ -58,7 +58,7 @@ def test_eval_json_has_every_metric_in_range(psa_run: Path, evaluated: dict) -> 
     assert on_disk["compositional_contrast"]["mean"] >= 0
     assert on_disk["compositional_contrast"]["num_images"] == 2
     counts = on_disk["slot_counts"]["thresholds"]["tau=0.05"]
-    assert 0.0 <= counts["mean_active"] <= 3.0
+    assert 1.0 <= counts["mean_active"] <= 3.0  # Eq. 7 (`relevant`): every image keeps a slot
     assert on_disk["grouping"] == "psa"
     gen = on_disk["generation"]
     assert gen["rfid"] >= 0 and "cfid" in gen and "ckid" in gen
@@ -141,9 +141,19 @@ def test_missing_inception_file_says_how_to_supply_it(tmp_path: Path) -> None:
         EvalConfig(inception=str(tmp_path / "inception.pt"))
 
 
-def test_bad_split_is_an_error() -> None:
-    with pytest.raises(ValueError, match="split must be one of train, val, test; got 'tset'"):
+def test_bad_options_are_errors() -> None:
+    with pytest.raises(
+        ValueError, match=r"split must be one of \['train', 'val', 'test'\]; got 'tset'"
+    ):
         EvalConfig(split="tset")
+    with pytest.raises(ValueError, match="batch_size must be an integer >= 1; got 0"):
+        EvalConfig(batch_size=0)
+    with pytest.raises(
+        TypeError, match=r"contrast_images must be an integer >= 0; got 2.0 \(float\)"
+    ):
+        EvalConfig(contrast_images=2.0)
+    with pytest.raises(TypeError, match=r"max_images must be an integer >= 1; got True \(bool\)"):
+        EvalConfig(max_images=True)
 
 
 def test_sa_run_skips_posterior_metrics_with_notes(run_factory) -> None:

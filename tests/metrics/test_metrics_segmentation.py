@@ -55,11 +55,47 @@ def test_ari_structured_cases_and_degenerate():
     np.testing.assert_allclose(ari(pred, target).numpy(), _sk_ari(pred, target), atol=1e-6)
     one = torch.zeros(2, H, W, dtype=torch.long)
     assert ari(one, one).tolist() == [1.0, 1.0]  # one cluster each: sklearn gives 1.0
-    # no foreground at all: sklearn on empty arrays gives 1.0; ARIMetric skips the image
-    assert fg_ari(one, one).tolist() == [1.0, 1.0]
+    # no foreground at all: nothing to score, so NaN (sklearn would say 1.0 on empty arrays)
+    assert torch.isnan(fg_ari(one, one)).all()
+    assert torch.isnan(ari(one, one, foreground_only=True)).all()
     metric = ARIMetric(foreground_only=True)
     metric.update(one, one)
     assert torch.isnan(metric.compute())
+
+
+def test_fg_ari_matches_sklearn_on_foreground_pixels_and_is_nan_without_foreground():
+    g = torch.Generator().manual_seed(3)
+    pred = torch.randint(0, 4, (B, H, W), generator=g)
+    target = torch.randint(0, 3, (B, H, W), generator=g)
+    pred[1] = target[1] * 2 + 1  # a relabelled perfect segmentation of the foreground
+    target[3] = 0  # an image without foreground
+    got = fg_ari(pred, target)
+    assert got.shape == (B,) and got.dtype == torch.float64
+    for i in range(B):
+        fg = target[i] > 0
+        if not fg.any():
+            assert torch.isnan(got[i]), "an image without foreground must score NaN"
+            continue
+        want = adjusted_rand_score(target[i][fg].numpy(), pred[i][fg].numpy())
+        assert got[i].item() == pytest.approx(want, abs=1e-12)
+    assert got[1].item() == pytest.approx(1.0)
+    # the NaN convention: nanmean over the batch = mean over images with foreground
+    has_fg = (target > 0).flatten(1).any(1)
+    assert got.nanmean().item() == pytest.approx(got[has_fg].mean().item())
+    metric = ARIMetric(foreground_only=True)
+    metric.update(pred, target)
+    assert metric.compute().item() == pytest.approx(got.nanmean().item())
+
+
+def test_fg_ari_ignores_background_errors():
+    target = torch.zeros(2, 3, 5, dtype=torch.long)
+    target[0, :, :2] = 1
+    target[0, :, 3:] = 2
+    target[1, 0, 0] = 1  # a single foreground pixel: one pair-free cluster, sklearn gives 1.0
+    pred = torch.zeros_like(target)
+    pred[0, :, 2:] = 1  # background column 2 is wrong, foreground is split correctly
+    pred[1] = 4
+    assert fg_ari(pred, target).tolist() == [1.0, 1.0]
 
 
 def test_ari_metric_accumulates_per_image_mean():
@@ -134,6 +170,10 @@ def test_segmentation_bad_input():
         ari(torch.zeros(B, H, W, dtype=torch.long), torch.zeros(B, W, H, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\(b, h, w\)"):
         mbo(torch.zeros(H, W, dtype=torch.long), torch.zeros(H, W, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"pred must have shape \(b, h, w\); got \(2, 3\)"):
+        fg_ari(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, 5, dtype=torch.long))
+    with pytest.raises(TypeError, match="pred must be a torch.Tensor"):
+        fg_ari([[0]], torch.zeros(1, 1, 1, dtype=torch.long))
 
 
 def test_mse_full_and_foreground():

@@ -240,7 +240,7 @@ def test_bad_keep_and_num_slots(monkeypatch):
         model(images, keep=torch.ones(B, K + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match=r"keep must have shape \(batch, slots\) = \(2, 7\)"):
         model(images, num_slots=7, keep=torch.ones(B, K, dtype=torch.bool))
-    with pytest.raises(ValueError, match="num_slots must be a positive int or None; got 0"):
+    with pytest.raises(ValueError, match="num_slots must be an integer >= 1; got 0"):
         model(images, num_slots=0)
 
 
@@ -260,7 +260,7 @@ def test_mismatched_components_are_rejected():
         ValueError, match=r"decoder expects slots of size 7 but the grouping gives slot_dim=5"
     ):
         SlotAutoencoder(a.encoder, a.grouping, b.decoder, num_slots=K)
-    with pytest.raises(ValueError, match="num_slots must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="num_slots must be an integer >= 1; got 0"):
         SlotAutoencoder(a.encoder, a.grouping, a.decoder, num_slots=0)
 
 

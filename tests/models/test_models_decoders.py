@@ -163,6 +163,33 @@ def test_decoder_construction_errors():
         DECODERS.build("transformer", slot_dim=D, image_size=(H, W), dim=10, heads=4)
     with pytest.raises(ValueError, match="activation must be one of"):
         DECODERS.build("broadcast-mlp", slot_dim=D, image_size=(H, W), activation="tanh")
+    with pytest.raises(ValueError, match="slot_dim must be an integer >= 1; got 0"):
+        DECODERS.build("broadcast", slot_dim=0, image_size=(H, W))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "match"),
+    [
+        ("broadcast", {"slot_dim": 7.0}, r"slot_dim must be an integer >= 1; got 7\.0 \(float\)"),
+        ("broadcast", {"coord_dims": True}, r"coord_dims must be an integer; got True"),
+        ("broadcast-mlp", {"hidden": [8, 8.5]}, r"hidden must hold positive ints"),
+        ("noa", {"kernel_size": 3.0}, r"kernel_size must be an integer >= 1; got 3\.0"),
+        ("noa", {"feature_dim": "8"}, r"feature_dim must be an integer >= 1; got '8'"),
+        ("transformer", {"heads": True}, r"heads must be an integer >= 1; got True \(bool\)"),
+        ("transformer", {"image_size": (H, "W")}, r"image_size must hold two ints"),
+    ],
+)
+def test_decoder_construction_type_errors(name, kwargs, match):
+    """A wrong type is a TypeError, a wrong value a ValueError (probslot.validation's rule)."""
+    args = {"slot_dim": D, "image_size": (H, W), **kwargs}
+    with pytest.raises(TypeError, match=match):
+        DECODERS.build(name, **args)
+
+
+@pytest.mark.parametrize("name", DECODERS.available())
+def test_decoder_rejects_non_tensor_slots(name):
+    with pytest.raises(TypeError, match=r"slots must be a tensor \(batch, slots, 7\); got list"):
+        build(name)([[0.0] * D])
 
 
 def test_unknown_decoder_name_suggests_closest():

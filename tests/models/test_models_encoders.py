@@ -108,10 +108,39 @@ def test_cnn_rejects_bad_options():
         ValueError, match=r"kernel_sizes must have one entry per layer \(2\); got 3"
     ):
         CNNEncoder(channels=[4, 4], kernel_sizes=[3, 3, 3], strides=[1, 1])
-    with pytest.raises(ValueError, match="out_dim must be a positive int; got 0"):
+    with pytest.raises(ValueError, match="out_dim must be an integer >= 1; got 0"):
         CNNEncoder(out_dim=0)
     with pytest.raises(ValueError, match="image_size must be positive; got 0"):
         CNNEncoder().grid_size(0)
+    with pytest.raises(ValueError, match=r"padding_mode must be one of .*Did you mean 'reflect'"):
+        CNNEncoder(padding_mode="reflct")
+    with pytest.raises(ValueError, match=r"coord_dims must be 0 or 2 \(.*\); got 1"):
+        CNNEncoder(coord_dims=1)
+    with pytest.raises(ValueError, match=r"channels must hold positive ints; got \[4, 0\]"):
+        CNNEncoder(channels=[4, 0], kernel_sizes=[3, 3], strides=[1, 1])
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"out_dim": 6.0}, r"out_dim must be an integer >= 1; got 6\.0 \(float\)"),
+        ({"out_dim": True}, r"out_dim must be an integer >= 1; got True \(bool\)"),
+        ({"in_channels": "3"}, r"in_channels must be an integer >= 1; got '3' \(str\)"),
+        ({"coord_dims": True}, r"coord_dims must be an integer; got True \(bool\)"),
+        ({"activation": None}, r"activation must be a name"),
+        ({"channels": "4"}, r"channels must be a non-empty list of positive ints"),
+        (
+            {"channels": [4, 4.0], "kernel_sizes": [3, 3], "strides": [1, 1]},
+            r"channels must hold positive ints; got \[4, 4\.0\]",
+        ),
+    ],
+)
+def test_cnn_rejects_wrong_types(kwargs, match):
+    """A wrong type is a TypeError, a wrong value a ValueError (probslot.validation's rule)."""
+    with pytest.raises(TypeError, match=match):
+        CNNEncoder(**kwargs)
+    with pytest.raises(TypeError, match=r"image_size must be an int or a \(height, width\) pair"):
+        CNNEncoder().grid_size(32.0)
 
 
 def test_unknown_encoder_name_suggests_closest():

@@ -19,7 +19,7 @@ from probslot.cli import main
 from probslot.config import RunConfig, dump_config
 from probslot.io import RunPaths, load_model, save_model_weights
 from probslot.models import build_model
-from probslot.posterior import AggregatePosterior
+from probslot.posterior import AggregatePosterior, model_fingerprint
 from probslot.posterior.commands import (
     POSTERIOR_FILE,
     aggregate,
@@ -66,7 +66,7 @@ def test_aggregate_writes_posterior_with_metadata(run_dir, capsys):
     q = AggregatePosterior.load(path)
     assert (q.num_images, q.num_slots, q.dim) == (11, 4, 5)
     meta = q.metadata
-    assert meta["model_hash"] == file_sha256(run_dir / "model.safetensors")
+    assert meta["model_hash"] == model_fingerprint(load_model(run_dir))
     assert meta["dataset"] == "sprites" and meta["split"] == "train" and meta["num_images"] == 11
     assert str(path) in capsys.readouterr().out
     # the posterior is the model's: the components equal encode() on the split (seeded alike)
@@ -91,10 +91,10 @@ def test_aggregate_bad_input(run_dir, tmp_path):
         aggregate(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match=r"unknown split 'tset'\. Did you mean 'test'\?"):
         aggregate(str(run_dir), split="tset")
-    with pytest.raises(
-        ValueError, match=r"max_images must be a positive int or None \(all\); got 0"
-    ):
+    with pytest.raises(ValueError, match=r"max_images must be an integer >= 1; got 0"):
         aggregate(str(run_dir), max_images=0)
+    with pytest.raises(TypeError, match=r"max_images must be an integer >= 1; got 2.5 \(float\)"):
+        aggregate(str(run_dir), max_images=2.5)
     sa = make_run(tmp_path, "sa", preset="SA")
     with pytest.raises(ValueError, match=r"slot-attention model .* SA has no posterior"):
         aggregate(str(sa))
@@ -137,8 +137,12 @@ def test_sample_bad_input(run_dir, tmp_path):
         match=r"posterior.safetensors. does not exist: .* first with `probslot aggregate",
     ):
         sample(str(run_dir))
-    with pytest.raises(ValueError, match="num must be a positive int"):
+    with pytest.raises(ValueError, match="num must be an integer >= 1; got 0"):
         sample(str(run_dir), num=0)
+    with pytest.raises(TypeError, match=r"num must be an integer >= 1; got True \(bool\)"):
+        sample(str(run_dir), num=True)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0; got -1"):
+        sample(str(run_dir), seed=-1)
     with pytest.raises(ValueError, match=r"out must be a \.png file; got 'x.jpg'"):
         sample(str(run_dir), out="x.jpg")
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -158,6 +162,69 @@ def _cfg(run_dir: Path):
     from probslot.io import load_run_config
 
     return load_run_config(run_dir)
+
+
+# ---------------------------------------------------------------------- model_hash
+def _fit_and_save(model: torch.nn.Module, run_dir: Path) -> AggregatePosterior:
+    """A posterior fitted through the Python API, saved where the commands look for it."""
+    q = AggregatePosterior.fit(
+        model, split_loader(_cfg(run_dir), "train"), max_images=3, progress=False
+    )
+    q.save(run_dir / POSTERIOR_FILE)
+    return q
+
+
+def _evaluate_args(run_dir: Path) -> list[str]:
+    # the train split (11 images) is enough for the identifiability fit from 5-d slots
+    return ["evaluate", "--run_dir", str(run_dir), "--split", "train", "--contrast_images", "0"]
+
+
+def test_a_posterior_fitted_through_the_python_api_is_accepted_by_sample_and_evaluate(
+    run_dir, tmp_path, capsys
+):
+    # Before model_hash had one meaning, fit recorded a state-dict hash and the commands
+    # compared it with the sha256 of model.safetensors, so sample refused this posterior.
+    q = _fit_and_save(load_model(run_dir), run_dir)
+    assert q.metadata["model_hash"] == model_fingerprint(load_model(run_dir))
+    png = tmp_path / "api.png"
+    assert main(["sample", "--run_dir", str(run_dir), "--num", "2", "--out", str(png)]) == 0
+    assert png.is_file()
+    assert main([*_evaluate_args(run_dir), "--no_progress"]) == 0
+    result = json.loads((run_dir / "eval.json").read_text())
+    assert result["posterior"]["samples"] > 0
+    assert not any("model_hash" in note for note in result["notes"])
+    assert "error" not in capsys.readouterr().err
+
+
+def test_a_posterior_of_another_model_is_refused_by_sample_and_evaluate(run_dir, capsys):
+    torch.manual_seed(9)  # the same architecture, other weights
+    _fit_and_save(build_model(_cfg(run_dir).model), run_dir)
+    message = r"fitted with other weights than model\.safetensors .* the run was retrained since"
+    with pytest.raises(ValueError, match=message):
+        sample(str(run_dir), num=2)
+    assert main([*_evaluate_args(run_dir), "--no_progress"]) == 2
+    err = capsys.readouterr().err
+    assert "fitted with other weights" in err and "Re-run `probslot aggregate" in err
+    assert not (run_dir / "eval.json").exists()  # refused before any work
+
+
+def test_a_posterior_written_with_the_file_sha256_as_model_hash_still_loads(run_dir, capsys):
+    # what `probslot aggregate` wrote before: model_hash = sha256 of model.safetensors
+    q = _fit_and_save(load_model(run_dir), run_dir)
+    old = {**q.metadata, "model_hash": file_sha256(run_dir / "model.safetensors")}
+    AggregatePosterior(q.mu, q.var, q.pi, old).save(run_dir / POSTERIOR_FILE)
+    sample(str(run_dir), num=2)
+    out = capsys.readouterr().out
+    assert "note: posterior.safetensors records the sha256 of model.safetensors" in out
+    assert out.count("note:") == 1 and "Re-run `probslot aggregate" in out
+    assert main([*_evaluate_args(run_dir), "--no_progress"]) == 0
+    notes = json.loads((run_dir / "eval.json").read_text())["notes"]
+    assert sum("records the sha256 of model.safetensors" in n for n in notes) == 1
+    # once the run is retrained, the old file hash no longer matches either
+    torch.manual_seed(9)
+    save_model_weights(build_model(_cfg(run_dir).model), run_dir / "model.safetensors")
+    with pytest.raises(ValueError, match="fitted with other weights .* retrained since"):
+        sample(str(run_dir), num=2)
 
 
 # ---------------------------------------------------------------------- prune
@@ -205,7 +272,9 @@ def test_prune_defaults_to_the_trained_prune_tau_inside_em(tmp_path):
         ).read_text()
     )
     assert (data["merge_dist"], data["prune_start"], data["seed"]) == (0.5, 2, 3)
-    assert load_model(ard).grouping.prune_start == 1
+    from probslot.nn.extensions import ARDPrune, find_extension
+
+    assert find_extension(load_model(ard).grouping.extensions, ARDPrune).start == 1
     # a plain model keeps the paper's threshold mode and the 0.05 default
     plain = make_run(tmp_path, "plain")
     data = json.loads(prune(str(plain), max_images=4, progress=False).read_text())
@@ -228,7 +297,7 @@ def test_prune_takes_its_defaults_from_the_run_configs_prune_section(tmp_path):
 
 @pytest.mark.parametrize("tau", [-0.01, 1.0])
 def test_prune_rejects_tau_outside_unit_interval(run_dir, tau):
-    with pytest.raises(ValueError, match=r"tau must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"tau must be a number >= 0 and < 1"):
         prune(str(run_dir), tau=tau)
     assert not (run_dir / "pruning.json").exists()
 
@@ -265,7 +334,7 @@ def test_cli_errors_are_one_line(run_dir, tmp_path, capsys):
     assert err.startswith("probslot: error: ") and "probslot aggregate" in err
     assert err.count("\n") == 1
     assert main(["prune", "--run_dir", str(run_dir), "--tau", "1.5"]) == 2
-    assert "tau must be in [0, 1)" in capsys.readouterr().err
+    assert "tau must be a number >= 0 and < 1" in capsys.readouterr().err
     assert main(["aggregate", "--run_dir", str(tmp_path / "missing")]) == 2
     assert "does not exist" in capsys.readouterr().err
 
@@ -281,9 +350,7 @@ def test_end_to_end_on_a_trained_tiny_run(tmp_path, capsys):
     run = str(result.run_dir)
     assert main(["aggregate", "--run_dir", run, "--split", "train", "--no_progress"]) == 0
     q = AggregatePosterior.load(Path(run) / POSTERIOR_FILE)
-    assert q.num_images == 11 and q.metadata["model_hash"] == file_sha256(
-        Path(run) / "model.safetensors"
-    )
+    assert q.num_images == 11 and q.metadata["model_hash"] == model_fingerprint(load_model(run))
     png = tmp_path / "samples.png"
     assert main(["sample", "--run_dir", run, "--num", "4", "--out", str(png), "--seed", "3"]) == 0
     assert Image.open(png).size[1] == 4 * 64 + 5 * 2

@@ -93,11 +93,13 @@ def test_compressed_mixture_round_trips(tmp_path):
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
-        ({"n_components": 0}, ValueError, "n_components must be >= 1"),
+        ({"n_components": 0}, ValueError, "n_components must be an integer >= 1; got 0"),
         ({"n_components": 5, "num_samples": 4}, ValueError, "num_samples must be >= n_components"),
-        ({"n_components": 2, "iters": 0}, ValueError, "iters must be >= 1"),
+        ({"n_components": 2, "iters": 0}, ValueError, "iters must be an integer >= 1"),
         ({"n_components": 2, "reg_covar": -1.0}, ValueError, "reg_covar must be a number >= 0"),
-        ({"n_components": 2.0}, TypeError, "n_components must be an int"),
+        ({"n_components": 2.0}, TypeError, "n_components must be an integer"),
+        ({"n_components": 2, "tol": "1e-3"}, TypeError, "tol must be a number >= 0; got '1e-3'"),
+        ({"n_components": 2, "seed": -1}, ValueError, "seed must be an integer >= 0; got -1"),
     ],
 )
 def test_compress_rejects_bad_arguments(kwargs, error, match):

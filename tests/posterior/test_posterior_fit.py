@@ -140,7 +140,7 @@ def test_fit_rejects_non_psa_models_and_bad_arguments():
         AggregatePosterior.fit(TinyPSA(), loader, weighting="dirichelt", progress=False)
     with pytest.raises(ValueError, match="needs a stochastic encoder.*use weighting='plain'"):
         AggregatePosterior.fit(TinyPSA(), loader, weighting="dirichlet", progress=False)
-    with pytest.raises(ValueError, match="max_images must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="max_images must be an integer >= 1; got 0"):
         AggregatePosterior.fit(TinyPSA(), loader, max_images=0, progress=False)
     with pytest.raises(TypeError, match="floating torch.dtype"):
         AggregatePosterior.fit(TinyPSA(), loader, dtype=torch.int64, progress=False)
@@ -150,6 +150,20 @@ def test_fit_rejects_non_psa_models_and_bad_arguments():
         AggregatePosterior.fit(TinyPSA(), [{"img": images(2)}], progress=False)
     with pytest.raises(TypeError, match=r"image tensors \(b, 3, H, W\)"):
         AggregatePosterior.fit(TinyPSA(), [torch.zeros(3, 6, 7)], progress=False)
+    with pytest.raises(TypeError, match=r"max_images must be an integer >= 1; got 2.0 \(float\)"):
+        AggregatePosterior.fit(TinyPSA(), loader, max_images=2.0, progress=False)
+    with pytest.raises(TypeError, match="progress must be True or False; got 1"):
+        AggregatePosterior.fit(TinyPSA(), loader, progress=1)
+
+
+def test_fit_records_the_model_fingerprint_and_no_other_model_hash():
+    model = TinyPSA()
+    loader = DataLoader(DictImages(images()), batch_size=4)
+    mine = {"model_hash": model_fingerprint(model)}
+    q = AggregatePosterior.fit(model, loader, progress=False, metadata=mine)
+    assert q.metadata["model_hash"] == model_fingerprint(model)
+    with pytest.raises(ValueError, match=r"metadata\['model_hash'\] = .* is not this model's"):
+        AggregatePosterior.fit(model, loader, progress=False, metadata={"model_hash": "ab12"})
 
 
 def test_fit_dirichlet_weighting_applies_eqs_29_33_per_batch():
@@ -217,8 +231,10 @@ def test_dirichlet_weights_reject_bad_shapes():
         dirichlet_weights(mu, var, pi, torch.zeros(2, 4), torch.ones(2, 5))
     with pytest.raises(ValueError, match="enc_var must be > 0"):
         dirichlet_weights(mu, var, pi, torch.zeros(2, 5), torch.zeros(2, 5))
-    with pytest.raises(ValueError, match="alpha must be"):
+    with pytest.raises(ValueError, match=r"alpha must be a number >= 0 \(or an \(2, 3\) tensor"):
         dirichlet_weights(mu, var, pi, torch.zeros(2, 5), torch.ones(2, 5), alpha=-1.0)
+    with pytest.raises(TypeError, match="alpha must be a number >= 0 .*; got 'one' "):
+        dirichlet_weights(mu, var, pi, torch.zeros(2, 5), torch.ones(2, 5), alpha="one")
 
 
 def test_fit_keeps_only_compact_copies_of_slot_views():

@@ -162,3 +162,11 @@ def test_subset_and_to():
     assert q.to(dtype=F64).dtype == F64
     with pytest.raises(TypeError, match="floating torch.dtype"):
         q.to(dtype=torch.int32)
+
+
+def test_each_file_kind_is_read_by_one_class():
+    # subclasses register their kind for load_mixture; a second class may not claim one
+    with pytest.raises(TypeError, match="kind 'AggregatePosterior' is already read by Aggregate"):
+
+        class Impostor(GaussianMixture):
+            _KIND = "AggregatePosterior"

@@ -157,12 +157,16 @@ def test_sampling_is_reproducible_and_scene_shaped():
 @pytest.mark.parametrize(
     ("call", "error", "match"),
     [
-        (lambda q: q.sample(-1), ValueError, "n must be >= 0; got -1"),
-        (lambda q: q.sample(2.5), TypeError, "n must be an int"),
+        (lambda q: q.sample(-1), ValueError, "n must be an integer >= 0; got -1"),
+        (lambda q: q.sample(2.5), TypeError, r"n must be an integer >= 0; got 2.5 \(float\)"),
         (lambda q: q.sample(True), TypeError, "n must be an int"),
         (lambda q: q.sample(3, generator=7), TypeError, "torch.Generator"),
-        (lambda q: q.sample_scenes(2, num_slots=0), ValueError, "num_slots must be >= 1"),
-        (lambda q: q.sample_scenes(-2), ValueError, "num_scenes must be >= 0"),
+        (
+            lambda q: q.sample_scenes(2, num_slots=0),
+            ValueError,
+            "num_slots must be an integer >= 1",
+        ),
+        (lambda q: q.sample_scenes(-2), ValueError, "num_scenes must be an integer >= 0"),
         (lambda q: q.log_prob(torch.zeros(3, 5, dtype=F64)), ValueError, r"\(\.\.\., 7\)"),
         (lambda q: q.log_prob(torch.zeros(3, 7, dtype=torch.long)), TypeError, "floating-point"),
         (

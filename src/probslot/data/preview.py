@@ -9,8 +9,9 @@ from typing import Any
 
 import numpy as np
 
+from probslot.atomic import atomic_path
 from probslot.data.contract import DATASETS
-from probslot.io import atomic_path
+from probslot.validation import check_int
 
 __all__ = ["preview"]
 
@@ -53,8 +54,7 @@ def preview(
         The path of the written PNG.
     """
     factory = DATASETS.get(name)
-    if isinstance(num, bool) or not isinstance(num, int) or not 1 <= num <= 256:
-        raise ValueError(f"num must be an int in [1, 256]; got {num!r}")
+    num = check_int("num", num, low=1, high=256)
     out_path = Path(out)
     if out_path.suffix.lower() != ".png":
         raise ValueError(f"out must be a .png path; got {str(out_path)!r}")

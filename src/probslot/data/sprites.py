@@ -40,9 +40,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from probslot.atomic import atomic_path
 from probslot.data.contract import collate, register_dataset
-from probslot.io import atomic_path
 from probslot.registry import did_you_mean
+from probslot.validation import check_float, check_int, is_int
 
 __all__ = [
     "BACKGROUNDS",
@@ -314,15 +315,6 @@ def render_sprites(
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: Any, low: int, high: int | None = None, fix: str = "") -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {value!r} of type {type(value).__name__}")
-    if value < low or (high is not None and value > high):
-        allowed = f">= {low}" if high is None else f"in [{low}, {high}]"
-        raise ValueError(f"{name} must be {allowed}; got {value}.{(' ' + fix) if fix else ''}")
-    return int(value)
-
-
 def _check_range(name: str, value: Any, low: float, high: float) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in value)
@@ -378,20 +370,23 @@ class SpritesDataset(torch.utils.data.Dataset):
         supersample: int = 1,
         cache: str | os.PathLike[str] | None = None,
     ) -> None:
-        self.num_samples = _check_int("num_samples", num_samples, 0)
-        self.image_size = _check_int(
-            "image_size", image_size, 8, fix="Sprites need at least 8×8 pixels to be recognisable."
+        self.num_samples = check_int("num_samples", num_samples, low=0)
+        self.image_size = check_int(
+            "image_size",
+            image_size,
+            low=8,
+            hint="Sprites need at least 8×8 pixels to be recognisable.",
         )
-        self.max_objects = _check_int("max_objects", max_objects, 1, 255)
-        self.min_objects = _check_int(
+        self.max_objects = check_int("max_objects", max_objects, low=1, high=255)
+        self.min_objects = check_int(
             "min_objects",
             min_objects,
-            0,
-            self.max_objects,
-            fix=f"min_objects must not exceed max_objects={self.max_objects}.",
+            low=0,
+            high=self.max_objects,
+            hint=f"min_objects must not exceed max_objects={self.max_objects}.",
         )
-        self.seed = _check_int("seed", seed, 0)
-        self.supersample = _check_int("supersample", supersample, 1, 8)
+        self.seed = check_int("seed", seed, low=0)
+        self.supersample = check_int("supersample", supersample, low=1, high=8)
         if isinstance(shapes, str):
             raise TypeError(
                 f"shapes must be a sequence of names, e.g. ('circle',); got the string {shapes!r}"
@@ -431,7 +426,7 @@ class SpritesDataset(torch.utils.data.Dataset):
         mhd = (
             min(0.1, 0.5 / self.max_objects)
             if min_hue_distance is None
-            else float(min_hue_distance)
+            else check_float("min_hue_distance", min_hue_distance)
         )
         if not 0.0 <= mhd * self.max_objects <= 0.5:
             raise ValueError(
@@ -440,7 +435,7 @@ class SpritesDataset(torch.utils.data.Dataset):
             )
         self.min_hue_distance = mhd
         if min_distance is not None:
-            md = float(min_distance)
+            md = check_float("min_distance", min_distance)
             side = self.position_range[1] - self.position_range[0]
             # Random sequential placement reliably fills ~half the area with discs of radius md/2.
             limit = (
@@ -560,7 +555,7 @@ class SpritesDataset(torch.utils.data.Dataset):
         return self.num_samples
 
     def _check_index(self, index: int) -> int:
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if not is_int(index):
             raise TypeError(f"index must be an int; got {type(index).__name__}")
         i = int(index)
         if i < 0:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from probslot.data.contract import register_dataset
+from probslot.validation import check_bool, check_int, is_int
 
 __all__ = ["TOY2D_CENTRES", "TOY2D_VARIANCE", "Toy2DDataset"]
 
@@ -57,25 +58,16 @@ class Toy2DDataset(torch.utils.data.Dataset):
         standardize: bool = False,
         seed: int = 0,
     ) -> None:
-        for name, value, low in (
-            ("num_samples", num_samples, 0),
-            ("points_per_item", points_per_item, 3),
-            ("seed", seed, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-                raise TypeError(f"{name} must be an int; got {value!r}")
-            if value < low:
-                raise ValueError(f"{name} must be >= {low}; got {value}")
+        self.num_samples = check_int("num_samples", num_samples, low=0)
+        self.points_per_item = check_int("points_per_item", points_per_item, low=3)
+        self.seed = check_int("seed", seed, low=0)
         if split not in ("per_mode", "total"):
             raise ValueError(
                 f"split must be 'per_mode' (paper: points_per_item from each mode) or 'total' "
                 f"(authors' code: points_per_item in all); got {split!r}"
             )
-        self.num_samples = int(num_samples)
-        self.points_per_item = int(points_per_item)
         self.split = split
-        self.standardize = bool(standardize)
-        self.seed = int(seed)
+        self.standardize = check_bool("standardize", standardize)
         self.centres = TOY2D_CENTRES.copy()
         self.variance = TOY2D_VARIANCE
 
@@ -98,7 +90,7 @@ class Toy2DDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         """Item `index`: ``points`` (P, 2), ``labels`` (P,), ``modes`` (3,), ``num_objects``."""
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+        if not is_int(index):
             raise TypeError(f"index must be an int; got {type(index).__name__}")
         i = int(index) + (self.num_samples if index < 0 else 0)
         if not 0 <= i < self.num_samples:

@@ -8,12 +8,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from probslot.encoders.layers import as_hw, make_activation
+from probslot.layers import as_hw, make_activation
+from probslot.validation import check_positive_int
 
 __all__ = [
     "check_keep",
     "check_odd",
-    "check_positive",
     "check_slots",
     "num_upsamplings",
     "pack_kept",
@@ -22,14 +22,9 @@ __all__ = [
 ]
 
 
-def check_positive(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-    return value
-
-
-def check_odd(value: int, name: str) -> int:
-    check_positive(value, name)
+def check_odd(value: object, name: str) -> int:
+    """`value` as an odd positive int (TypeError for a non-int, ValueError for an even one)."""
+    value = check_positive_int(name, value)
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd so convolutions keep the grid size; got {value}")
     return value
@@ -37,9 +32,12 @@ def check_odd(value: int, name: str) -> int:
 
 def check_slots(slots: Tensor, keep: Tensor | None, slot_dim: int) -> None:
     """Validate decoder inputs: slots (b, k, slot_dim) float; keep None or (b, k) bool, ≥ 1 per image."""
-    if not isinstance(slots, Tensor) or slots.ndim != 3 or slots.shape[-1] != slot_dim:
-        got = tuple(slots.shape) if isinstance(slots, Tensor) else type(slots).__name__
-        raise ValueError(f"slots must be (batch, slots, {slot_dim}); got {got}")
+    if not isinstance(slots, Tensor):
+        raise TypeError(
+            f"slots must be a tensor (batch, slots, {slot_dim}); got {type(slots).__name__}"
+        )
+    if slots.ndim != 3 or slots.shape[-1] != slot_dim:
+        raise ValueError(f"slots must be (batch, slots, {slot_dim}); got {tuple(slots.shape)}")
     check_keep(keep, slots.shape[0], slots.shape[1])
 
 

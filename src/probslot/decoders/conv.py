@@ -9,15 +9,15 @@ from torch import Tensor, nn
 
 from probslot.decoders.common import (
     check_odd,
-    check_positive,
     check_slots,
     num_upsamplings,
     pack_kept,
     unpack_kept,
     upsampling_stack,
 )
-from probslot.encoders.layers import SoftPositionEmbed, as_hw, as_int_tuple
+from probslot.layers import SoftPositionEmbed, as_hw, as_int_tuple
 from probslot.typing import DecoderOutput
+from probslot.validation import check_positive_int
 
 __all__ = ["NonAdditiveDecoder"]
 
@@ -50,10 +50,10 @@ class NonAdditiveDecoder(nn.Module):
         activation: str = "leaky_relu",
     ) -> None:
         super().__init__()
-        self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.image_size = as_hw(image_size, "image_size")
         self.init_size = as_hw(init_size, "init_size")
-        self.feature_dim = check_positive(feature_dim, "feature_dim")
+        self.feature_dim = check_positive_int("feature_dim", feature_dim)
         slot_channels = as_int_tuple(slot_channels, "slot_channels")
         channels = as_int_tuple(channels, "channels")
         check_odd(kernel_size, "kernel_size")

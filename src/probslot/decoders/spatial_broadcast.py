@@ -13,14 +13,13 @@ from torch import Tensor, nn
 
 from probslot.decoders.common import (
     check_odd,
-    check_positive,
     check_slots,
     num_upsamplings,
     pack_kept,
     unpack_kept,
     upsampling_stack,
 )
-from probslot.encoders.layers import (
+from probslot.layers import (
     SoftPositionEmbed,
     as_hw,
     as_int_tuple,
@@ -30,6 +29,7 @@ from probslot.encoders.layers import (
     make_activation,
 )
 from probslot.typing import DecoderOutput
+from probslot.validation import check_positive_int
 
 __all__ = ["AdditiveDecoder", "BroadcastMLPDecoder", "SpatialBroadcastDecoder"]
 
@@ -108,7 +108,7 @@ class SpatialBroadcastDecoder(AdditiveDecoder):
         coord_dims: int = 0,
     ) -> None:
         super().__init__()
-        self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.coord_dims = check_coord_dims(coord_dims, self.slot_dim, "slot_dim", _COORDS)
         self.image_size = as_hw(image_size, "image_size")
         self.init_size = as_hw(init_size, "init_size")
@@ -156,7 +156,7 @@ class BroadcastMLPDecoder(AdditiveDecoder):
         coord_dims: int = 0,
     ) -> None:
         super().__init__()
-        self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.coord_dims = check_coord_dims(coord_dims, self.slot_dim, "slot_dim", _COORDS)
         self.image_size = as_hw(image_size, "image_size")
         widths = as_int_tuple(hidden, "hidden")

@@ -8,9 +8,10 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from probslot.decoders.common import check_positive, check_slots
-from probslot.encoders.layers import as_hw
+from probslot.decoders.common import check_slots
+from probslot.layers import as_hw
 from probslot.typing import DecoderOutput
+from probslot.validation import check_positive_int
 
 __all__ = ["TransformerDecoder"]
 
@@ -38,16 +39,16 @@ class TransformerDecoder(nn.Module):
         mlp_ratio: int = 2,
     ) -> None:
         super().__init__()
-        self.slot_dim = check_positive(slot_dim, "slot_dim")
+        self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.image_size = as_hw(image_size, "image_size")
-        self.patch_size = check_positive(patch_size, "patch_size")
+        self.patch_size = check_positive_int("patch_size", patch_size)
         for name, value in (
             ("dim", dim),
             ("depth", depth),
             ("heads", heads),
             ("mlp_ratio", mlp_ratio),
         ):
-            check_positive(value, name)
+            check_positive_int(name, value)
         h, w = self.image_size
         if h % patch_size or w % patch_size:
             raise ValueError(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from probslot.encoders.cnn import CNNEncoder
-from probslot.encoders.layers import SoftPositionEmbed, build_grid, make_activation
+from probslot.layers import SoftPositionEmbed, build_grid, make_activation
 from probslot.registry import Registry
 
 __all__ = [

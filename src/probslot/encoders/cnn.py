@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from probslot.encoders.layers import (
+from probslot.layers import (
     SoftPositionEmbed,
     as_hw,
     as_int_tuple,
@@ -16,6 +16,7 @@ from probslot.encoders.layers import (
     make_activation,
 )
 from probslot.typing import EncoderOutput
+from probslot.validation import check_choice, check_positive_int
 
 __all__ = ["CNNEncoder"]
 
@@ -70,9 +71,7 @@ class CNNEncoder(nn.Module):
         depth = len(self.channels)
         self.kernel_sizes = as_int_tuple(kernel_sizes, "kernel_sizes", depth)
         self.strides = as_int_tuple(strides, "strides", depth)
-        if isinstance(out_dim, bool) or not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"out_dim must be a positive int; got {out_dim!r}")
-        self.out_dim = out_dim
+        self.out_dim = check_positive_int("out_dim", out_dim)
         self.coord_dims = check_coord_dims(
             coord_dims,
             out_dim,
@@ -80,10 +79,8 @@ class CNNEncoder(nn.Module):
             "2 appends each token's (y, x) instead of the soft position embedding",
         )
         modes = ("zeros", "replicate", "reflect", "circular")
-        if padding_mode not in modes:
-            raise ValueError(f"padding_mode must be one of {list(modes)}; got {padding_mode!r}")
-        self.padding_mode = padding_mode
-        self.in_channels = in_channels
+        self.padding_mode = check_choice("padding_mode", padding_mode, modes)
+        self.in_channels = check_positive_int("in_channels", in_channels)
         make_activation(activation)  # validates the name before any layer is built
         self.activation = activation
 

@@ -47,6 +47,7 @@ from torch import Tensor
 
 from probslot import metrics as M
 from probslot.io import RunPaths, load_model, load_run_config, write_metrics
+from probslot.validation import check_choice, check_int, check_positive_int
 
 __all__ = [
     "COMPARE_FILE",
@@ -83,18 +84,12 @@ class CompareConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "val", "test"):
-            raise ValueError(f"split must be one of train, val, test; got {self.split!r}")
+        check_choice("split", self.split, ("train", "val", "test"))
         for name in ("batch_size", "posterior_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive int; got {value!r}")
-        if self.max_images is not None and (
-            isinstance(self.max_images, bool)
-            or not isinstance(self.max_images, int)
-            or self.max_images < 1
-        ):
-            raise ValueError(f"max_images must be a positive int or None; got {self.max_images!r}")
+            check_positive_int(name, getattr(self, name))
+        if self.max_images is not None:
+            check_positive_int("max_images", self.max_images)
+        check_int("seed", self.seed, low=0)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,7 +9,8 @@ the model over one data split and writes:
     latents (SMCC, R², per-latent correlation) when the dataset has latents, compositional
     contrast on a small subset, slot-count statistics from π (PSA), FID/KID when Inception
     weights are supplied, and FID of scenes sampled from the aggregate posterior when the run
-    has ``posterior.safetensors``.
+    has ``posterior.safetensors`` (refused before any work, as by ``probslot sample``, when it
+    was fitted with other weights: `probslot.posterior.commands.check_run_posterior`).
 ``RUN/eval/*.png``
     reconstructions and masks, per-slot decompositions, posterior samples, π histogram.
 
@@ -30,7 +31,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -39,7 +40,12 @@ from torch import Tensor, nn
 
 from probslot import metrics as M
 from probslot.io import RunPaths, load_model, load_run_config, write_metrics
+from probslot.relevance import relevant
 from probslot.typing import SlotPosterior
+from probslot.validation import check_choice, check_int, check_positive_int
+
+if TYPE_CHECKING:
+    from probslot.posterior import AggregatePosterior
 
 __all__ = [
     "EVAL_FILE",
@@ -55,6 +61,8 @@ __all__ = [
 
 EVAL_FILE = "eval.json"
 POSTERIOR_FILE = "posterior.safetensors"  # as `probslot aggregate` writes it
+#: the thresholds τ at which eval.json reports slot counts (a report setting; `probslot prune
+#: --sweep` has its own, longer list, `probslot.posterior.DEFAULT_TAUS`)
 _TAUS = (0.01, 0.05, 0.1)
 
 
@@ -87,10 +95,7 @@ class EvalConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        if self.split not in ("train", "val", "test"):
-            raise ValueError(
-                f"split must be one of train, val, test; got {self.split!r} (e.g. --split test)"
-            )
+        check_choice("split", self.split, ("train", "val", "test"))
         for name, low in (
             ("batch_size", 1),
             ("num_panels", 1),
@@ -98,15 +103,9 @@ class EvalConfig:
             ("posterior_samples", 0),
             ("seed", 0),
         ):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"{name} must be an int >= {low}; got {value!r}")
-        if self.max_images is not None and (
-            isinstance(self.max_images, bool)
-            or not isinstance(self.max_images, int)
-            or self.max_images < 1
-        ):
-            raise ValueError(f"max_images must be a positive int or None; got {self.max_images!r}")
+            check_int(name, getattr(self, name), low=low)
+        if self.max_images is not None:
+            check_positive_int("max_images", self.max_images)
         if self.inception is not None and not Path(self.inception).is_file():
             raise FileNotFoundError(
                 f"Inception weights {self.inception!r} do not exist. Supply a TorchScript "
@@ -118,9 +117,9 @@ class EvalConfig:
 # --------------------------------------------------------------------------- data and encoding
 def load_split(run_cfg: Any, split: str) -> Any:
     """The dataset of `split` exactly as training built it (same seed derivation)."""
-    from probslot.data import build_datamodule
+    from probslot.data.config import build_split
 
-    return build_datamodule(run_cfg.data).build_split(split)
+    return build_split(run_cfg.data, split)
 
 
 def min_images_for_identifiability(slot_dim: int, train_fraction: float = 0.8) -> int:
@@ -309,6 +308,15 @@ def evaluate_run(
         M.InceptionFeatures.from_file(cfg.inception) if cfg.inception else None
     )
     posterior_path = paths.root / POSTERIOR_FILE
+    posterior: AggregatePosterior | None = None
+    posterior_note: str | None = None
+    if posterior_path.is_file() and cfg.posterior_samples > 0:
+        # checked before any work: a posterior of other weights is refused, as `probslot sample`
+        from probslot.posterior import AggregatePosterior
+        from probslot.posterior.commands import check_run_posterior
+
+        posterior = AggregatePosterior.load(posterior_path, dim=slot_dim)
+        posterior_note = check_run_posterior(posterior, model, paths, posterior_path)
 
     ari_metrics: dict[str, dict[str, Any]] = {}
     mse_all, mse_fg = M.MSEMetric(), M.MSEMetric(foreground_only=True)
@@ -450,13 +458,13 @@ def evaluate_run(
             "num_images": int(cc.numel()),
         }
 
-    # slot counts from π (PSA, paper Eq. 7 / App. H)
+    # slot counts from π (PSA, paper Eq. 7 / App. H): the relevance rule of `probslot prune`
     if pis:
         pi = torch.cat(pis)
         objects = torch.cat(counts).double()
         stats: dict[str, Any] = {}
         for tau in _TAUS:
-            active = (pi > tau).sum(-1).double()
+            active = relevant(pi, tau).sum(-1).double()
             stats[f"tau={tau}"] = {
                 "mean_active": _float(active.mean()),
                 "mae_vs_objects": _float((active - objects).abs().mean()),
@@ -473,12 +481,13 @@ def evaluate_run(
 
     # aggregate posterior samples
     samples = None
-    if posterior_path.is_file() and cfg.posterior_samples > 0:
-        from probslot.posterior import AggregatePosterior
-
-        q = AggregatePosterior.load(posterior_path)
+    if posterior is not None:
+        if posterior_note is not None:
+            result["notes"].append(posterior_note)
         gen = torch.Generator().manual_seed(cfg.seed)
-        z = q.sample_scenes(cfg.posterior_samples, num_slots=result["num_slots"], generator=gen)
+        z = posterior.sample_scenes(
+            cfg.posterior_samples, num_slots=result["num_slots"], generator=gen
+        )
         with torch.inference_mode():
             samples = torch.cat(
                 [

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor, nn
 
+from probslot.validation import check_float, check_int
+
 if TYPE_CHECKING:
     from torchmetrics.image.fid import FrechetInceptionDistance
     from torchmetrics.image.kid import KernelInceptionDistance
@@ -206,11 +208,14 @@ def kernel_inception_distance(
     (γ = 1/f by default), averaged over random equal-size subsets drawn without replacement.
     ``subset_size`` is capped at the smaller set size. Float64, seeded."""
     _check_feats(feats_a, feats_b, 2)
-    if subsets < 1:
-        raise ValueError(f"subsets must be ≥ 1; got {subsets}")
-    size = min(subset_size, feats_a.shape[0], feats_b.shape[0])
-    if size < 2:
-        raise ValueError(f"subset_size must be ≥ 2; got {subset_size}")
+    subsets = check_int("subsets", subsets, low=1)
+    subset_size = check_int("subset_size", subset_size, low=2)
+    degree = check_int("degree", degree, low=1)
+    seed = check_int("seed", seed)
+    coef = check_float("coef", coef)
+    if gamma is not None:
+        gamma = check_float("gamma", gamma, low=0.0, low_open=True)
+    size = min(subset_size, feats_a.shape[0], feats_b.shape[0])  # ≥ 2: _check_feats checked rows
     a, b = feats_a.detach().double(), feats_b.detach().double()
     gen = torch.Generator().manual_seed(seed)
     vals = torch.stack(

@@ -42,6 +42,7 @@ from probslot.metrics.regression import (
     r2_per_problem,
     standardize,
 )
+from probslot.validation import check_choice, check_float
 
 __all__ = [
     "SISResult",
@@ -130,8 +131,9 @@ class SISResult:
 
 def min_images(min_train: int, train_fraction: float = 0.8) -> int:
     """Fewest images whose train split (⌊m·f⌋) holds `min_train` and held-out split at least 2."""
-    if not 0.0 < train_fraction < 1.0:
-        raise ValueError(f"train_fraction must be in (0, 1); got {train_fraction}")
+    train_fraction = check_float(
+        "train_fraction", train_fraction, low=0.0, high=1.0, low_open=True, high_open=True
+    )
     m = min_train + 2
     while (
         int(math.floor(m * train_fraction)) < min_train
@@ -165,10 +167,9 @@ def train_eval_split(
 
 
 def _check_options(transform: str, correlation: str | None = None) -> None:
-    if transform not in ("none", "affine", "krr"):
-        raise ValueError(f"transform must be 'none', 'affine' or 'krr'; got {transform!r}")
-    if correlation is not None and correlation not in ("pearson", "spearman"):
-        raise ValueError(f"correlation must be 'pearson' or 'spearman'; got {correlation!r}")
+    check_choice("transform", transform, ("none", "affine", "krr"))
+    if correlation is not None:
+        check_choice("correlation", correlation, ("pearson", "spearman"))
 
 
 def _min_train(transform: str, d_b: int) -> int:
@@ -447,8 +448,7 @@ def slot_r2_details(
 
     ``transform='affine'`` gives the linear R² instead. Other options as in `smcc_details`.
     """
-    if transform not in ("affine", "krr"):
-        raise ValueError(f"slot_r2 transform must be 'affine' or 'krr'; got {transform!r}")
+    check_choice("slot_r2 transform", transform, ("affine", "krr"))
     _check_slot_pair(slots_a, slots_b, same_dim=False)
     m, d_b = slots_a.shape[0], slots_b.shape[-1]
     min_train = max(
@@ -515,8 +515,7 @@ def sis(
         slots: (m, k, d) inferred slots (d may differ from f).
         perm: optional (m, k) matching, e.g. from `match_masks` on object vs slot masks.
     """
-    if transform not in ("affine", "krr"):
-        raise ValueError(f"sis transform must be 'affine' or 'krr'; got {transform!r}")
+    check_choice("sis transform", transform, ("affine", "krr"))
     _check_slot_pair(latents, slots, same_dim=False)
     (m, k), d = latents.shape[:2], slots.shape[-1]
     min_train = max(
@@ -566,11 +565,11 @@ def compositional_contrast(
     Returns:
         (b,) contrast per scene, or a 0-d tensor for (k, d) input.
     """
-    if not isinstance(slots, Tensor) or slots.ndim not in (2, 3):
-        shape = tuple(slots.shape) if isinstance(slots, Tensor) else type(slots).__name__
-        raise ValueError(f"slots must have shape (b, k, d) or (k, d); got {shape}")
-    if mode not in ("auto", "rev", "fwd"):
-        raise ValueError(f"mode must be 'auto', 'rev' or 'fwd'; got {mode!r}")
+    if not isinstance(slots, Tensor):
+        raise TypeError(f"slots must be a tensor (b, k, d) or (k, d); got {type(slots).__name__}")
+    if slots.ndim not in (2, 3):
+        raise ValueError(f"slots must have shape (b, k, d) or (k, d); got {tuple(slots.shape)}")
+    check_choice("mode", mode, ("auto", "rev", "fwd"))
     single = slots.ndim == 2
     batch = slots.unsqueeze(0) if single else slots
     k, d = batch.shape[1:]

@@ -12,6 +12,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from probslot.validation import check_float, check_int
+
 __all__ = [
     "KRRConfig",
     "fit_predict",
@@ -45,15 +47,12 @@ class KRRConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if not self.alpha > 0:
-            raise ValueError(f"KRRConfig.alpha must be > 0; got {self.alpha}")
-        if self.gamma is not None and not self.gamma > 0:
-            raise ValueError(f"KRRConfig.gamma must be > 0 or None; got {self.gamma}")
-        if self.exact_max < 1 or self.n_components < 1:
-            raise ValueError(
-                "KRRConfig.exact_max and n_components must be ≥ 1; got "
-                f"{self.exact_max} and {self.n_components}"
-            )
+        check_float("KRRConfig.alpha", self.alpha, low=0.0, low_open=True)
+        if self.gamma is not None:
+            check_float("KRRConfig.gamma", self.gamma, low=0.0, low_open=True, hint="or None")
+        check_int("KRRConfig.exact_max", self.exact_max, low=1)
+        check_int("KRRConfig.n_components", self.n_components, low=1)
+        check_int("KRRConfig.seed", self.seed)
 
 
 def standardize(train: Tensor, evaluation: Tensor, eps: float = 1e-12) -> tuple[Tensor, Tensor]:

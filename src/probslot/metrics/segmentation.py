@@ -143,9 +143,8 @@ def ari(pred: Tensor, target: Tensor, foreground_only: bool = False) -> Tensor:
         foreground_only: score only pixels with ``target > 0`` (FG-ARI, the paper's ARI).
 
     Degenerate cases follow sklearn: if no pair of pixels is split differently by the two
-    labelings (e.g. one cluster each, or fewer than 2 scored pixels) the ARI is 1.0; in
-    particular an image with no foreground scores 1.0 under ``foreground_only``. Use
-    `ARIMetric`, which skips such images, when averaging over a dataset.
+    labelings (e.g. one cluster each, or a single scored pixel) the ARI is 1.0. An image with
+    no scored pixel at all (no foreground under ``foreground_only``) is NaN, see `fg_ari`.
     """
     _check_labels(pred, target)
     n_ij, t_values = _table(pred, target)  # (b, Lt, Lp)
@@ -166,11 +165,23 @@ def ari(pred: Tensor, target: Tensor, foreground_only: bool = False) -> Tensor:
     num = 2.0 * (tp * tn - fn * fp)
     den = (tp + fn) * (fn + tn) + (tp + fp) * (fp + tn)
     perfect = (fn == 0) & (fp == 0)
-    return torch.where(perfect, torch.ones_like(num), num / torch.where(perfect, 1.0, den))
+    scores = torch.where(perfect, torch.ones_like(num), num / torch.where(perfect, 1.0, den))
+    return torch.where(n > 0, scores, torch.full_like(scores, float("nan")))
 
 
 def fg_ari(pred: Tensor, target: Tensor) -> Tensor:
-    """(b,) foreground ARI: `ari` on pixels whose target label is not 0 (background)."""
+    """(b,) float64 FG-ARI (the paper's ARI): adjusted Rand index over the pixels whose
+    ground-truth label is not background (``target > 0``).
+
+    Args:
+        pred: (b, h, w) integer predicted segment ids (e.g. `masks_to_labels(masks)`).
+        target: (b, h, w) integer ground-truth labels, 0 = background.
+
+    Equals sklearn ``adjusted_rand_score(target[fg], pred[fg])`` for every image with foreground
+    pixels. **An image without foreground pixels is NaN** (there is nothing to score; sklearn
+    would say 1.0 for the empty arrays): average with ``nanmean``, or use
+    ``ARIMetric(foreground_only=True)``, so such images are skipped rather than counted as 1.0.
+    """
     return ari(pred, target, foreground_only=True)
 
 
@@ -227,7 +238,7 @@ def mbo(
 class ARIMetric(Metric):
     """Running mean of (FG-)ARI over images. ``update(pred (b,h,w), target (b,h,w))``.
 
-    With ``foreground_only`` images without foreground pixels are skipped (not counted as 1.0).
+    With ``foreground_only`` images without foreground pixels (NaN in `fg_ari`) are skipped.
     """
 
     higher_is_better = True
@@ -241,8 +252,7 @@ class ARIMetric(Metric):
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         scores = ari(pred, target, self.foreground_only)
-        if self.foreground_only:
-            scores = scores[(target > 0).flatten(1).any(1)]
+        scores = scores[~scores.isnan()]
         self.total += scores.sum()
         self.count += scores.numel()
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from probslot.decoders.common import check_keep
-from probslot.encoders.layers import as_hw
+from probslot.layers import as_hw
 from probslot.models.likelihood import MSE
 from probslot.typing import (
     AutoencoderOutput,
@@ -18,6 +19,7 @@ from probslot.typing import (
     SlotAttentionOutput,
     SlotPosterior,
 )
+from probslot.validation import check_positive_int
 
 __all__ = ["SlotAutoencoder"]
 
@@ -52,8 +54,7 @@ class SlotAutoencoder(nn.Module):
         image_size: int | Sequence[int] | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
-            raise ValueError(f"num_slots must be a positive int; got {num_slots!r}")
+        check_positive_int("num_slots", num_slots)
         if image_size is None:
             if not hasattr(decoder, "image_size"):
                 raise ValueError(
@@ -133,22 +134,31 @@ class SlotAutoencoder(nn.Module):
     def _num_slots(self, num_slots: int | None) -> int:
         if num_slots is None:
             return self.num_slots
-        if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
-            raise ValueError(f"num_slots must be a positive int or None; got {num_slots!r}")
-        return num_slots
+        return check_positive_int("num_slots", num_slots)
 
     # -- stages --------------------------------------------------------------------------------
-    def _encode(self, images: Tensor, num_slots: int | None) -> tuple[EncoderOutput, Grouping]:
+    def _encode(
+        self, images: Tensor, num_slots: int | None, grouping_args: Mapping[str, Any] | None
+    ) -> tuple[EncoderOutput, Grouping]:
         # the public entry points (`encode`, `forward`) have validated `images` already
         k = self._num_slots(num_slots)
         features = self.encoder(self.to_internal(images))
-        grouping = self.grouping(features.tokens, num_slots=k)
+        grouping = self.grouping(features.tokens, num_slots=k, **(grouping_args or {}))
         return features, grouping
 
-    def encode(self, images: Tensor, num_slots: int | None = None) -> Grouping:
-        """images (b, 3, H, W) in [0, 1] → the grouping output (`SlotPosterior` for PSA)."""
+    def encode(
+        self,
+        images: Tensor,
+        num_slots: int | None = None,
+        grouping_args: Mapping[str, Any] | None = None,
+    ) -> Grouping:
+        """images (b, 3, H, W) in [0, 1] → the grouping output (`SlotPosterior` for PSA).
+
+        ``grouping_args`` are keyword arguments of this call of the grouping module, e.g. PSA's
+        ``temperature`` or ``extensions`` (a training schedule, the pruning analysis).
+        """
         self.check_images(images)
-        return self._encode(images, num_slots)[1]
+        return self._encode(images, num_slots, grouping_args)[1]
 
     def _unit_output(self, out: DecoderOutput, keep: Tensor | None) -> DecoderOutput:
         per_slot = out.per_slot
@@ -187,28 +197,35 @@ class SlotAutoencoder(nn.Module):
             return maps
         return F.interpolate(maps, size=self.image_size, mode="bilinear", align_corners=False)
 
-    def em_survivors(self, grouping: Grouping) -> Tensor | None:
-        """(b, k) bool: the slots ARD inside EM left alive (π > 0) when the grouping prunes or
-        merges (``prune_tau > 0`` or ``merge_dist > 0``), else None (every slot). Pruned and
-        merged-away slots are not decoded."""
-        g = self.grouping
-        if getattr(g, "prune_tau", 0.0) > 0 or getattr(g, "merge_dist", 0.0) > 0:
+    def em_survivors(
+        self, grouping: Grouping, extensions: Sequence[nn.Module] | None = None
+    ) -> Tensor | None:
+        """(b, k) bool: the slots left alive inside EM (π > 0) when the grouping's extensions
+        (`extensions`, else the module's own) can remove slots (ARD pruning, merging), else None
+        (every slot). Pruned and merged-away slots are not decoded."""
+        parts = getattr(self.grouping, "extensions", ()) if extensions is None else extensions
+        if any(getattr(part, "removes_slots", False) for part in parts):
             return grouping.pi > 0
         return None
 
     def forward(
-        self, images: Tensor, num_slots: int | None = None, keep: Tensor | None = None
+        self,
+        images: Tensor,
+        num_slots: int | None = None,
+        keep: Tensor | None = None,
+        grouping_args: Mapping[str, Any] | None = None,
     ) -> AutoencoderOutput:
         """images (b, 3, H, W) in [0, 1] → AutoencoderOutput (recon, masks, per_slot in [0, 1]).
 
         ``keep`` (b, k) bool skips slots in the decoder (ARD pruning, paper Eq. 7); the grouping
         still runs with all k slots, so the attention masks cover all of them.
+        ``grouping_args``: keyword arguments of this call of the grouping (see `encode`).
         """
         self.check_images(images)
         check_keep(keep, images.shape[0], self._num_slots(num_slots))
-        features, grouping = self._encode(images, num_slots)
+        features, grouping = self._encode(images, num_slots, grouping_args)
         if keep is None:
-            keep = self.em_survivors(grouping)
+            keep = self.em_survivors(grouping, (grouping_args or {}).get("extensions"))
         decoded = self.decode(grouping.slots, keep=keep)
         return AutoencoderOutput(
             recon=decoded.recon,

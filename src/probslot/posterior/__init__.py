@@ -5,22 +5,22 @@
 - `GaussianMixture`: a flat diagonal mixture with the same sampling/density/file API (what
   `compress` returns).
 - `dirichlet_weights`: Eqs. 29–33 for stochastic encoders.
+- `model_fingerprint`: the ``model_hash`` a posterior records, a hash of the model's weights.
+
+Modules, bottom up (each imports only those before it): `mixture` (the flat mixture, file
+format), `compress`, `fingerprint`, `aggregate`, `pruning`, `commands`.
 """
 
-from probslot.posterior.aggregate import (
-    AggregatePosterior,
-    DirichletPosterior,
-    dirichlet_weights,
-    model_fingerprint,
-)
+from probslot.posterior.aggregate import AggregatePosterior, DirichletPosterior, dirichlet_weights
 from probslot.posterior.compress import CompressionReport, compress_mixture
+from probslot.posterior.fingerprint import model_fingerprint
 from probslot.posterior.mixture import GaussianMixture, load_mixture
 from probslot.posterior.pruning import (
     DEFAULT_TAUS,
     PruningReport,
     TauResult,
+    headline_tau,
     prune_analysis,
-    relevance_keep,
     slot_count_mae,
 )
 
@@ -36,7 +36,7 @@ __all__ = [
     "DEFAULT_TAUS",
     "PruningReport",
     "TauResult",
+    "headline_tau",
     "prune_analysis",
-    "relevance_keep",
     "slot_count_mae",
 ]

@@ -9,7 +9,6 @@ Axis legend: see `probslot.typing` (m images, k slots, d slot dim, b batch).
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -19,18 +18,20 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from probslot.posterior.compress import CompressionReport, compress_mixture
+from probslot.posterior.fingerprint import model_fingerprint
 from probslot.posterior.mixture import (
     GaussianMixture,
     _check_dim,
-    check_count,
     normalise_metadata,
     read_safetensors,
     simplex_tolerance,
 )
 from probslot.registry import did_you_mean
 from probslot.typing import SlotAttentionOutput, SlotPosterior
+from probslot.validation import check_bool, check_float, check_positive_int
 
-__all__ = ["AggregatePosterior", "DirichletPosterior", "dirichlet_weights", "model_fingerprint"]
+__all__ = ["AggregatePosterior", "DirichletPosterior", "dirichlet_weights"]
 
 Weighting = Literal["plain", "dirichlet"]
 _WEIGHTINGS = ("plain", "dirichlet")
@@ -94,10 +95,9 @@ def dirichlet_weights(
         if alpha.shape != (m, k) or not bool((alpha >= 0).all()):
             raise ValueError(f"alpha tensor must be ({m}, {k}) and >= 0; got {tuple(alpha.shape)}")
         alpha_t = alpha.to(mu.dtype)
-    elif isinstance(alpha, (int, float)) and not isinstance(alpha, bool) and alpha >= 0:
-        alpha_t = torch.full_like(pi, float(alpha))
     else:
-        raise ValueError(f"alpha must be a float >= 0, an ({m}, {k}) tensor or None; got {alpha!r}")
+        hint = f"or an ({m}, {k}) tensor, or None for K·pi"
+        alpha_t = torch.full_like(pi, check_float("alpha", alpha, low=0.0, hint=hint))
 
     var_hat = (var.reciprocal() + enc_var.reciprocal()).reciprocal()  # Eq. 29, (m, k, d)
     mu_hat = var_hat * (enc_mu / enc_var + mu / var)
@@ -173,16 +173,6 @@ def _check_slot_tensors(mu: object, var: object, pi: object) -> tuple[int, int, 
             f"{pi[i].double().sum().item():.6g}; pass pi / pi.sum(-1, keepdim=True)"
         )
     return m, k, d
-
-
-def model_fingerprint(model: nn.Module) -> str:
-    """sha256 hex digest of a model's state_dict (names, dtypes, shapes and values)."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().to("cpu").contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
 
 
 def _batch_images(batch: object) -> Tensor:
@@ -360,6 +350,32 @@ class AggregatePosterior(GaussianMixture):
             metadata,
         )
 
+    # ------------------------------------------------------------------ compression
+    def compress(
+        self,
+        n_components: int,
+        num_samples: int = 100_000,
+        iters: int = 100,
+        seed: int = 0,
+        *,
+        num_holdout: int = 4096,
+        tol: float = 1e-5,
+        reg_covar: float = 1e-6,
+        chunk_size: int = 2048,
+    ) -> tuple[GaussianMixture, CompressionReport]:
+        """Fit a small diagonal GMM to q(z); see `probslot.posterior.compress_mixture`."""
+        return compress_mixture(
+            self,
+            n_components,
+            num_samples=num_samples,
+            iters=iters,
+            seed=seed,
+            num_holdout=num_holdout,
+            tol=tol,
+            reg_covar=reg_covar,
+            chunk_size=chunk_size,
+        )
+
     # ------------------------------------------------------------------ files
     def _header(self) -> dict[str, Any]:
         header = super()._header()
@@ -445,7 +461,9 @@ class AggregatePosterior(GaussianMixture):
             num_slots:  passed to ``model.encode(images, num_slots=...)`` when given.
             progress:   show a rich progress bar (images done / total when known).
             metadata:   extra JSON metadata (e.g. ``{"dataset": "sprites", "split": "train"}``);
-                        ``model_hash``, ``model_class``, ``weighting`` and ``num_slots`` are added.
+                        ``model_class``, ``weighting``, ``num_slots`` and, for an ``nn.Module``,
+                        ``model_hash`` = `model_fingerprint(model)` are added (a ``model_hash``
+                        given here must equal it).
         """
         # -- validate everything before any work
         encode = getattr(model, "encode", None)
@@ -455,7 +473,7 @@ class AggregatePosterior(GaussianMixture):
                 f"{type(model).__name__} has no encode method"
             )
         if max_images is not None:
-            check_count("max_images", max_images, minimum=1)
+            check_positive_int("max_images", max_images)
         if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise TypeError(
                 f"dtype must be a floating torch.dtype (e.g. torch.float32); got {dtype!r}"
@@ -474,14 +492,21 @@ class AggregatePosterior(GaussianMixture):
                 "which Lemma 1 gives the plain weights π_ik/M: use weighting='plain'"
             )
         if num_slots is not None:
-            check_count("num_slots", num_slots, minimum=1)
-        if not isinstance(progress, bool):
-            raise TypeError(f"progress must be a bool; got {type(progress).__name__}")
+            check_positive_int("num_slots", num_slots)
+        check_bool("progress", progress)
         if not isinstance(dataloader, Iterable):
             raise TypeError(
                 f"dataloader must be iterable over batches; got {type(dataloader).__name__}"
             )
         user_metadata = normalise_metadata(metadata)
+        fingerprint = model_fingerprint(model) if isinstance(model, nn.Module) else None
+        given = user_metadata.get("model_hash")
+        if given is not None and fingerprint is not None and given != fingerprint:
+            raise ValueError(
+                f"metadata['model_hash'] = {str(given)[:12]}… is not this model's fingerprint "
+                f"({str(fingerprint)[:12]}…); fit records model_hash itself "
+                "(probslot.posterior.model_fingerprint(model)), so leave it out of metadata"
+            )
 
         total = _dataset_size(dataloader)
         if max_images is not None:
@@ -543,9 +568,8 @@ class AggregatePosterior(GaussianMixture):
             "num_images": int(mu.shape[0]),
             "num_slots": int(mu.shape[1]),
         }
-        if isinstance(model, nn.Module) and "model_hash" not in user_metadata:
-            # a caller that already knows the weights' hash (e.g. of the exported file) passes it
-            info["model_hash"] = model_fingerprint(model)
+        if fingerprint is not None:
+            info["model_hash"] = fingerprint  # what `probslot sample` / `evaluate` check
         dataset = getattr(dataloader, "dataset", None)
         if dataset is not None:
             info["dataset"] = type(dataset).__name__

@@ -7,6 +7,9 @@
 * `prune`: automatic relevance determination (paper Eq. 7) on held-out data: kept slots vs the
   true number of objects, FLOPs and time saved, quality change, and a sweep over τ written to
   ``RUN_DIR/pruning/`` and ``RUN_DIR/pruning.json``.
+* `check_run_posterior`: whether a run's posterior belongs to its weights (its ``model_hash``,
+  see `probslot.posterior.fingerprint`); `sample` and ``probslot evaluate`` refuse one that does
+  not.
 
 Every function validates its input (run directory, split, counts, τ) before any work, raises
 `FileNotFoundError` / `ValueError` / `TypeError` with the fix in the message (the CLI prints it as
@@ -16,7 +19,6 @@ one line) and returns the path it wrote. The data of a split is rebuilt from the
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import math
@@ -26,15 +28,25 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from probslot.io import RunPaths, atomic_write_text, load_model, load_run_config
+from probslot.atomic import atomic_write, atomic_write_bytes, atomic_write_text
+from probslot.io import RunPaths, load_model, load_run_config
 from probslot.posterior.aggregate import AggregatePosterior
-from probslot.posterior.pruning import DEFAULT_TAUS, PruningReport, plot_sweep, prune_analysis
+from probslot.posterior.fingerprint import file_sha256, model_fingerprint
+from probslot.posterior.mixture import GaussianMixture
+from probslot.posterior.pruning import (
+    DEFAULT_TAUS,
+    PruningReport,
+    headline_tau,
+    plot_sweep,
+    prune_analysis,
+)
 from probslot.registry import did_you_mean
-from probslot.typing import check_tau
+from probslot.validation import check_int, check_positive_int, check_tau
 
 __all__ = [
     "POSTERIOR_FILE",
     "aggregate",
+    "check_run_posterior",
     "demo_posterior",
     "file_sha256",
     "load_psa_run",
@@ -50,15 +62,6 @@ _SPLITS = ("train", "val", "test")
 
 
 # ---------------------------------------------------------------------- helpers
-def file_sha256(path: str | Path) -> str:
-    """sha256 hex digest of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _check_run_dir(run_dir: str | Path) -> RunPaths:
     if not isinstance(run_dir, (str, Path)) or str(run_dir) == "":
         raise TypeError(f"run_dir must be a path to a run directory; got {run_dir!r}")
@@ -76,14 +79,6 @@ def _check_split(split: str) -> str:
         suggestion = did_you_mean(str(split), list(_SPLITS))
         raise ValueError(f"unknown split {split!r}.{suggestion} Available: {', '.join(_SPLITS)}")
     return split
-
-
-def _check_optional_count(name: str, value: int | None) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int or None (all); got {value!r}")
-    return value
 
 
 def load_psa_run(run_dir: str | Path, purpose: str) -> tuple[nn.Module, Any, RunPaths]:
@@ -112,8 +107,8 @@ def split_loader(cfg: Any, split: str, batch_size: int | None = None) -> Any:
     """An unshuffled DataLoader over `split` of a run's data config (as training built it)."""
     from torch.utils.data import DataLoader
 
-    from probslot.data import collate
-    from probslot.data.datamodule import build_datamodule
+    from probslot.data.config import build_split
+    from probslot.data.contract import collate
 
     _check_split(split)
     size = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}[split]
@@ -122,7 +117,7 @@ def split_loader(cfg: Any, split: str, batch_size: int | None = None) -> Any:
             f"the run's {split} split is empty (data.num_{split} = 0 in its config.yaml); "
             "choose another split"
         )
-    dataset = build_datamodule(cfg.data).build_split(split)
+    dataset = build_split(cfg.data, split)  # as training builds it (Lightning not needed)
     return DataLoader(
         dataset, batch_size=batch_size or cfg.data.batch_size, shuffle=False, collate_fn=collate
     )
@@ -144,12 +139,11 @@ def aggregate(
         progress: show a progress bar.
     """
     _check_split(split)
-    _check_optional_count("max_images", max_images)
+    if max_images is not None:
+        check_positive_int("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "`probslot aggregate`")
     loader = split_loader(cfg, split)
-    metadata = {
-        # the brief's hash: the exported weights file the posterior belongs to
-        "model_hash": file_sha256(paths.weights),
+    metadata = {  # fit adds model_hash, the fingerprint of the model's weights
         "model_file": paths.weights.name,
         "dataset": cfg.data.name,
         "split": split,
@@ -167,7 +161,42 @@ def aggregate(
     return path
 
 
-# ---------------------------------------------------------------------- sample
+# ---------------------------------------------------------------------- the run's posterior
+def check_run_posterior(
+    posterior: GaussianMixture, model: nn.Module, paths: RunPaths, path: Path | None = None
+) -> str | None:
+    """Refuse a posterior fitted with other weights than the run's model (its ``model_hash``).
+
+    ``model_hash`` is `model_fingerprint(model)`, whether the posterior was fitted by
+    `probslot aggregate` or through `AggregatePosterior.fit`. Older versions of `probslot
+    aggregate` recorded the sha256 of the ``model.safetensors`` file instead: such a file is
+    accepted when that hash matches the run's weights file, and the returned note says so. A
+    posterior without ``model_hash`` (built from arrays) is accepted.
+
+    Returns:
+        None, or a one-line note for an accepted file of an older probslot.
+
+    Raises:
+        ValueError: the posterior belongs to other weights (the run was retrained since); the
+            message says to re-run `probslot aggregate`.
+    """
+    path = path if path is not None else paths.root / POSTERIOR_FILE
+    recorded = posterior.metadata.get("model_hash")
+    if recorded is None or recorded == model_fingerprint(model):
+        return None
+    if paths.weights.is_file() and recorded == file_sha256(paths.weights):
+        return (
+            f"{path.name} records the sha256 of {paths.weights.name} as its model_hash (written "
+            "by an older probslot); it matches, so it is used. Re-run `probslot aggregate "
+            f"--run_dir {paths.root}` to record the weights' fingerprint instead"
+        )
+    raise ValueError(
+        f"{str(path)!r} was fitted with other weights than {paths.weights.name} "
+        f"(model_hash {str(recorded)[:12]}… differs); the run was retrained since. Re-run "
+        f"`probslot aggregate --run_dir {paths.root}`"
+    )
+
+
 def _load_posterior(paths: RunPaths, model: nn.Module) -> AggregatePosterior:
     path = paths.root / POSTERIOR_FILE
     if not path.is_file():
@@ -175,15 +204,10 @@ def _load_posterior(paths: RunPaths, model: nn.Module) -> AggregatePosterior:
             f"{str(path)!r} does not exist: fit the aggregate posterior first with "
             f"`probslot aggregate --run_dir {paths.root} --split train`"
         )
-    posterior = AggregatePosterior.load(path, dim=int(model.grouping.slot_dim))
-    recorded = posterior.metadata.get("model_hash")
-    if paths.weights.is_file() and recorded is not None and recorded != file_sha256(paths.weights):
-        raise ValueError(
-            f"{str(path)!r} was fitted with other weights than {paths.weights.name} "
-            f"(model_hash {str(recorded)[:12]}… differs); the run was retrained since. Re-run "
-            f"`probslot aggregate --run_dir {paths.root}`"
-        )
-    return posterior
+    return AggregatePosterior.load(path, dim=int(model.grouping.slot_dim))
+
+
+# ---------------------------------------------------------------------- sample
 
 
 def _to_uint8(images: Tensor) -> Tensor:
@@ -231,8 +255,6 @@ def sample_grid(
 def _write_png(path: Path, grid: Tensor) -> Path:
     from PIL import Image
 
-    from probslot.io import atomic_write_bytes
-
     buf = io.BytesIO()
     Image.fromarray(grid.numpy()).save(buf, format="PNG")
     return atomic_write_bytes(path, buf.getvalue())
@@ -257,15 +279,17 @@ def sample(
         num_slots: slots per generated scene (default: the model's K).
         seed: random seed of the slot draws.
     """
-    if isinstance(num, bool) or not isinstance(num, int) or num < 1:
-        raise ValueError(f"num must be a positive int (number of scenes); got {num!r}")
-    _check_optional_count("num_slots", num_slots)
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int; got {seed!r}")
+    check_positive_int("num", num)
+    if num_slots is not None:
+        check_positive_int("num_slots", num_slots)
+    check_int("seed", seed, low=0)
     if out is not None and not str(out).lower().endswith(".png"):
         raise ValueError(f"out must be a .png file; got {out!r}")
     model, _, paths = load_psa_run(run_dir, "`probslot sample`")
     posterior = _load_posterior(paths, model)
+    note = check_run_posterior(posterior, model, paths)
+    if note is not None:
+        print(f"note: {note}")
     k = num_slots or posterior.num_slots
     generator = torch.Generator().manual_seed(seed)
     slots = posterior.sample_scenes(num, k, generator=generator)  # (s, k, d)
@@ -346,14 +370,14 @@ def prune(
     if tau is not None:
         tau = check_tau(tau)
     _check_split(split)
-    _check_optional_count("max_images", max_images)
+    if max_images is not None:
+        check_positive_int("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "ARD pruning (`probslot prune`)")
     # flags first, then the run config's `prune` section, then the model's own settings
     tau = cfg.prune.tau if tau is None else tau
     merge_dist = cfg.prune.merge_dist if merge_dist is None else merge_dist
     prune_start = cfg.prune.prune_start if prune_start is None else prune_start
-    if tau is None:
-        tau = model.grouping.prune_tau or 0.05
+    tau = headline_tau(model, tau)
     loader = split_loader(cfg, split)
     taus = tuple(sorted(set(DEFAULT_TAUS) | {tau})) if sweep else (tau,)
     report = prune_analysis(
@@ -381,8 +405,6 @@ def prune(
     atomic_write_text(out_dir / "sweep.csv", report.to_csv())
     written = [table, out_dir / "sweep.csv"]
     if sweep:
-        from probslot.io import atomic_write
-
         png = out_dir / "sweep.png"
         atomic_write(png, lambda fh: plot_sweep(report, fh))
         written.append(png)

@@ -20,11 +20,11 @@ from torch import Tensor
 from probslot.posterior.mixture import (
     _BLOCK_ELEMENTS,
     GaussianMixture,
-    check_count,
     draw_from_cdf,
     log_density_params,
     point_features,
 )
+from probslot.validation import check_float, check_int, check_positive_int
 
 __all__ = ["CompressionReport", "compress_mixture"]
 
@@ -168,20 +168,19 @@ def compress_mixture(
     """
     if not isinstance(mixture, GaussianMixture):
         raise TypeError(f"mixture must be a GaussianMixture; got {type(mixture).__name__}")
-    check_count("n_components", n_components, minimum=1)
-    check_count("num_samples", num_samples, minimum=1)
+    check_positive_int("n_components", n_components)
+    check_positive_int("num_samples", num_samples)
     if num_samples < n_components:
         raise ValueError(
             f"num_samples must be >= n_components to fit them; got num_samples={num_samples} < "
             f"n_components={n_components}"
         )
-    check_count("iters", iters, minimum=1)
-    check_count("seed", seed)
-    check_count("num_holdout", num_holdout, minimum=1)
-    check_count("chunk_size", chunk_size, minimum=1)
-    for name, value in (("tol", tol), ("reg_covar", reg_covar)):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"{name} must be a number >= 0; got {value!r}")
+    check_positive_int("iters", iters)
+    check_int("seed", seed, low=0)
+    check_positive_int("num_holdout", num_holdout)
+    check_positive_int("chunk_size", chunk_size)
+    tol = check_float("tol", tol, low=0.0)
+    reg_covar = check_float("reg_covar", reg_covar, low=0.0)
 
     device = mixture.device
     compute = torch.promote_types(mixture.dtype, torch.float32)

@@ -2,8 +2,12 @@
 
 `GaussianMixture` is the flat object p(z) = Σ_c w_c N(z; m_c, diag(v_c)) over C components in
 R^d. `AggregatePosterior` (the paper's q(z), Lemma 1) builds on it and adds the per-image
-structure; `GaussianMixture.compress` returns a plain `GaussianMixture`, so both share one API:
+structure; `AggregatePosterior.compress` returns a plain `GaussianMixture`, so both share one API:
 `sample`, `sample_scenes`, `log_prob`, `save` / `load`, `to`.
+
+This module is the bottom of the package: it imports neither `aggregate` nor `compress`. A
+subclass registers its file kind by defining ``_KIND`` (see `GaussianMixture.__init_subclass__`),
+which is how `load_mixture` returns an `AggregatePosterior` without importing it.
 
 Axis legend: see `probslot.typing` (c = mixture components, p = query points).
 """
@@ -15,13 +19,12 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from probslot.posterior.compress import CompressionReport
+from probslot.validation import check_int, check_positive_int, is_int
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "GaussianMixture", "load_mixture"]
 
@@ -37,17 +40,6 @@ _BLOCK_ELEMENTS = 1 << 20
 def simplex_tolerance(dtype: torch.dtype) -> float:
     """Absolute tolerance for 'sums to one' checks: 1e-3, looser for half-precision dtypes."""
     return max(1e-3, 10.0 * torch.finfo(dtype).eps)
-
-
-def check_count(name: str, value: object, *, minimum: int = 0) -> int:
-    """Validate an integer count ≥ `minimum` (bools rejected) and return it."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(
-            f"{name} must be an int >= {minimum}; got {value!r} of type {type(value).__name__}"
-        )
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}; got {value}")
-    return value
 
 
 def check_generator(generator: object) -> torch.Generator | None:
@@ -127,7 +119,7 @@ def atomic_save_safetensors(tensors: dict[str, Tensor], header: dict[str, Any], 
     """Write `tensors` with the JSON `header` to `path` atomically (temp file + os.replace)."""
     from safetensors.torch import save_file
 
-    from probslot.io import atomic_path
+    from probslot.atomic import atomic_path
 
     cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
@@ -168,7 +160,7 @@ def read_safetensors(
 
 
 def _check_dim(path: Path, header: dict[str, Any], dim: int | None) -> None:
-    if dim is not None and header["dim"] != check_count("dim", dim, minimum=1):
+    if dim is not None and header["dim"] != check_positive_int("dim", dim):
         raise ValueError(
             f"{path} holds a posterior over {header['dim']}-dimensional slots but dim={dim} was "
             "expected; it was fitted with a different model (slot_dim) — refit it with this model"
@@ -216,6 +208,10 @@ def draw_from_cdf(cdf: Tensor, n: int, generator: torch.Generator | None = None)
     return torch.searchsorted(cdf, u, right=True).clamp_(max=cdf.shape[0] - 1)
 
 
+#: file kind (the header's ``"kind"``) → the class that reads it; see `GaussianMixture.__init_subclass__`
+_KINDS: dict[str, type[GaussianMixture]] = {}
+
+
 class GaussianMixture:
     """A diagonal Gaussian mixture p(z) = Σ_c w_c N(z; m_c, diag(v_c)) in R^d.
 
@@ -230,6 +226,18 @@ class GaussianMixture:
     """
 
     _KIND = "GaussianMixture"
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # A subclass with its own file kind registers itself, so that `load_mixture` can return it
+        # while this module imports no subclass (no import cycle with aggregate.py).
+        super().__init_subclass__(**kwargs)
+        if "_KIND" in vars(cls):
+            known = _KINDS.get(cls._KIND)
+            if known is not None and known.__qualname__ != cls.__qualname__:
+                raise TypeError(
+                    f"mixture kind {cls._KIND!r} is already read by {known.__qualname__}"
+                )
+            _KINDS[cls._KIND] = cls
 
     def __init__(
         self,
@@ -323,7 +331,7 @@ class GaussianMixture:
 
     def sample_components(self, n: int, generator: torch.Generator | None = None) -> Tensor:
         """(n,) int64 component indices drawn with probabilities `weights`."""
-        check_count("n", n)
+        check_int("n", n, low=0)
         check_generator(generator)
         return draw_from_cdf(self._component_cdf(), n, generator)
 
@@ -338,7 +346,7 @@ class GaussianMixture:
 
     def _default_num_slots(self) -> int | None:
         value = self._metadata.get("num_slots")
-        return value if isinstance(value, int) and not isinstance(value, bool) else None
+        return value if is_int(value) else None
 
     def sample_scenes(
         self,
@@ -352,7 +360,7 @@ class GaussianMixture:
         generation (Sec. 4). `num_slots` defaults to the number of slots K of the model the
         mixture was fitted with (kept in the metadata).
         """
-        check_count("num_scenes", num_scenes)
+        check_int("num_scenes", num_scenes, low=0)
         if num_slots is None:
             num_slots = self._default_num_slots()
             if num_slots is None:
@@ -360,7 +368,7 @@ class GaussianMixture:
                     "num_slots is required: this mixture's metadata has no 'num_slots'; pass "
                     "the number of slots the decoder expects, e.g. num_slots=7"
                 )
-        check_count("num_slots", num_slots, minimum=1)
+        check_positive_int("num_slots", num_slots)
         z = self.sample(num_scenes * num_slots, generator)  # (s*k, d)
         return z.reshape(num_scenes, num_slots, self.dim)
 
@@ -388,7 +396,7 @@ class GaussianMixture:
             raise ValueError(
                 f"z must have shape (..., {self.dim}) (the mixture's slot dim); got {tuple(z.shape)}"
             )
-        check_count("chunk_size", chunk_size, minimum=1)
+        check_positive_int("chunk_size", chunk_size)
         compute = torch.promote_types(torch.promote_types(z.dtype, self.dtype), torch.float32)
         lead = z.shape[:-1]
         pts = z.reshape(-1, self.dim).to(device=self.device, dtype=compute)  # (p, d)
@@ -411,34 +419,6 @@ class GaussianMixture:
                 joint = torch.addmm(b, feats[p0:p1], w)  # (p', c')
                 out[p0:p1] = torch.logaddexp(out[p0:p1], _logsumexp_(joint))
         return out.reshape(lead)
-
-    # ------------------------------------------------------------------ compression
-    def compress(
-        self,
-        n_components: int,
-        num_samples: int = 100_000,
-        iters: int = 100,
-        seed: int = 0,
-        *,
-        num_holdout: int = 4096,
-        tol: float = 1e-5,
-        reg_covar: float = 1e-6,
-        chunk_size: int = 2048,
-    ) -> tuple[GaussianMixture, CompressionReport]:
-        """Fit a small diagonal GMM to this mixture; see `probslot.posterior.compress_mixture`."""
-        from probslot.posterior.compress import compress_mixture
-
-        return compress_mixture(
-            self,
-            n_components,
-            num_samples=num_samples,
-            iters=iters,
-            seed=seed,
-            num_holdout=num_holdout,
-            tol=tol,
-            reg_covar=reg_covar,
-            chunk_size=chunk_size,
-        )
 
     # ------------------------------------------------------------------ files
     def _header(self) -> dict[str, Any]:
@@ -494,17 +474,18 @@ class GaussianMixture:
         return load_mixture(path, dim=dim, device=device)
 
 
+_KINDS[GaussianMixture._KIND] = GaussianMixture
+
+
 def load_mixture(
     path: str | os.PathLike[str], dim: int | None = None, device: str | torch.device = "cpu"
 ) -> GaussianMixture:
-    """Load any probslot mixture file, returning an `AggregatePosterior` or a `GaussianMixture`."""
-    from probslot.posterior.aggregate import AggregatePosterior
-
+    """Load any probslot mixture file as the class of its kind: an `AggregatePosterior` or a
+    `GaussianMixture` (importing `probslot.posterior` registers both)."""
     path = Path(path)
     tensors, header = read_safetensors(path, device)
     _check_dim(path, header, dim)
-    kinds = {GaussianMixture._KIND: GaussianMixture, AggregatePosterior._KIND: AggregatePosterior}
     kind = header.get("kind")
-    if kind not in kinds:
-        raise ValueError(f"{path}: unknown mixture kind {kind!r}; expected one of {sorted(kinds)}")
-    return kinds[kind]._from_file(tensors, header, path)
+    if kind not in _KINDS:
+        raise ValueError(f"{path}: unknown mixture kind {kind!r}; expected one of {sorted(_KINDS)}")
+    return _KINDS[kind]._from_file(tensors, header, path)

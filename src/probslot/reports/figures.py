@@ -20,7 +20,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from probslot.io import atomic_write_bytes  # noqa: E402
+from probslot.atomic import atomic_write_bytes  # noqa: E402
 
 __all__ = [
     "figure_png",

@@ -329,7 +329,7 @@ def build_report(
         FileNotFoundError: a run directory (or the given compare file) is missing.
         ValueError: no runs, a run given twice, or `out` not ending in ``.html``.
     """
-    from probslot.io import atomic_write_text
+    from probslot.atomic import atomic_write_text
     from probslot.reports.markdown import render_markdown
 
     if isinstance(run_dirs, (str, os.PathLike)):

@@ -1,7 +1,8 @@
 """Training: the Lightning module, callbacks, schedules and run logic (the only Lightning user)."""
 
+from probslot.metrics.segmentation import fg_ari
 from probslot.training.callbacks import EMA, AtomicCheckpointIO, PanelCallback, render_panel
-from probslot.training.lit_module import SlotLightningModule, fg_ari, predicted_segmentation
+from probslot.training.lit_module import SlotLightningModule, predicted_segmentation
 from probslot.training.run import TrainResult, train
 from probslot.training.schedule import lr_at, lr_factor
 

@@ -23,7 +23,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import Tensor, nn
 
-from probslot.io import atomic_write, atomic_write_bytes
+from probslot.atomic import atomic_write, atomic_write_bytes
 from probslot.typing import AutoencoderOutput
 
 __all__ = ["EMA", "AtomicCheckpointIO", "PanelCallback", "StepProgressBar", "render_panel"]

@@ -25,35 +25,13 @@ import torch
 from torch import Tensor, nn
 
 from probslot.config import OptimConfig
-from probslot.nn.layers import override_attributes
+from probslot.metrics.segmentation import fg_ari
+from probslot.nn import ARDPrune, ProbabilisticSlotAttention, TemperedEStep, with_settings
 from probslot.training.callbacks import EMA, soft_masks
 from probslot.training.schedule import lr_factor
 from probslot.typing import AutoencoderOutput
 
-__all__ = ["SlotLightningModule", "fg_ari", "predicted_segmentation"]
-
-
-def fg_ari(pred: Tensor, target: Tensor) -> Tensor:
-    """(b,) FG-ARI: ARI over pixels whose ground-truth label is not background (0).
-
-    Args:
-        pred:   (b, H, W) int64 predicted segment ids (e.g. argmax over slots).
-        target: (b, H, W) int64 ground-truth label map, 0 = background.
-
-    Equals ``sklearn.metrics.adjusted_rand_score`` on each image's foreground pixels (computed by
-    ``probslot.metrics.ari(..., foreground_only=True)``); images without any foreground pixel get
-    NaN so that ``nanmean`` skips them.
-    """
-    from probslot.metrics import ari
-
-    if pred.shape != target.shape or pred.dim() != 3:
-        raise ValueError(
-            f"pred and target must both be (batch, H, W) label maps; got {tuple(pred.shape)} "
-            f"and {tuple(target.shape)}"
-        )
-    scores = ari(pred.long(), target.long(), foreground_only=True).float()
-    has_fg = (target > 0).flatten(1).any(1)
-    return torch.where(has_fg, scores, torch.full_like(scores, math.nan))
+__all__ = ["SlotLightningModule", "predicted_segmentation"]
 
 
 def predicted_segmentation(out: AutoencoderOutput) -> Tensor:
@@ -80,15 +58,18 @@ class SlotLightningModule(pl.LightningModule):
         self.max_steps = max_steps
         self.ema = EMA(model, optim.ema_decay) if optim.ema_decay > 0 else None
         grouping = getattr(model, "grouping", None)
+        is_psa = isinstance(grouping, ProbabilisticSlotAttention)
         # ARD inside EM: the configured threshold, which `prune_tau_steps` ramps up to in training
-        self.prune_tau = float(getattr(grouping, "prune_tau", 0.0))
+        ard = grouping.extension(ARDPrune) if is_psa else None
+        self.prune_tau = ard.tau if ard is not None else 0.0
         # the E-step temperature that `temperature_start` anneals to in training
-        if optim.temperature_start > 0 and not hasattr(grouping, "temperature"):
+        if optim.temperature_start > 0 and not is_psa:
             raise ValueError(
                 "optim.temperature_start anneals PSA's tempered E-step, but the model's grouping "
                 f"({type(grouping).__name__}) has no temperature; set optim.temperature_start=0"
             )
-        self.temperature = float(getattr(grouping, "temperature", 1.0))
+        tempered = grouping.extension(TemperedEStep) if is_psa else None
+        self.temperature = tempered.temperature if tempered is not None else 1.0
         self.register_buffer("skipped_updates", torch.zeros((), dtype=torch.long))
         self.last_grad_norm = float("nan")
 
@@ -175,19 +156,24 @@ class SlotLightningModule(pl.LightningModule):
         frac = min(1.0, step / steps)
         return math.exp((1.0 - frac) * math.log(start) + frac * math.log(self.temperature))
 
+    def scheduled_grouping_args(self, step: int) -> dict[str, Any]:
+        """The grouping's call arguments at optimiser step `step`: the scheduled E-step
+        temperature and ARD threshold where they differ from the configured values (empty
+        otherwise). They are passed to the training forward pass only, so validation and export
+        (EMA copy or not) always see the configured values."""
+        args: dict[str, Any] = {}
+        temperature = self.temperature_at(step)
+        if temperature != self.temperature:
+            args["temperature"] = temperature
+        tau = self.prune_tau_at(step)
+        if tau != self.prune_tau:
+            args["extensions"] = with_settings(self.model.grouping.extensions, prune_tau=tau)
+        return args
+
     def _scheduled_forward(self, images: Tensor) -> AutoencoderOutput:
-        """The training forward pass with the scheduled ARD threshold and E-step temperature;
-        they hold for this pass only, so validation and export (EMA copy or not) always see
-        the configured values."""
-        scheduled = {
-            "prune_tau": (self.prune_tau_at(self.global_step), self.prune_tau),
-            "temperature": (self.temperature_at(self.global_step), self.temperature),
-        }
-        changes = {name: now for name, (now, configured) in scheduled.items() if now != configured}
-        if not changes:
-            return self.model(images)
-        with override_attributes(self.model.grouping, **changes):
-            return self.model(images)
+        """The training forward pass with the scheduled ARD threshold and E-step temperature."""
+        args = self.scheduled_grouping_args(self.global_step)
+        return self.model(images, grouping_args=args) if args else self.model(images)
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor:
         images = self._images(batch)
@@ -245,10 +231,12 @@ class SlotLightningModule(pl.LightningModule):
             "mse": (out.recon.float() - images.float()).pow(2).mean(),
         }
         if isinstance(batch, dict) and "mask" in batch:
-            scores = fg_ari(predicted_segmentation(out), batch["mask"])
+            # NaN for images without foreground (see fg_ari), so nanmean skips them
+            scores = fg_ari(predicted_segmentation(out), batch["mask"]).float()
             metrics["fg_ari"] = scores.nanmean()
             # The grouping's own segmentation (E-step responsibilities / attention), for diagnosis.
-            metrics["fg_ari_attn"] = fg_ari(out.attn_masks.argmax(1), batch["mask"]).nanmean()
+            attn_scores = fg_ari(out.attn_masks.argmax(1), batch["mask"]).float()
+            metrics["fg_ari_attn"] = attn_scores.nanmean()
         return metrics
 
     def on_train_start(self) -> None:

@@ -1,4 +1,9 @@
-"""Small building blocks shared by encoders and decoders: activations, sizes, position embeddings."""
+"""Building blocks shared by encoders and decoders: activations, sizes, grids, position embeddings.
+
+One module below `probslot.encoders` and `probslot.decoders` (and above nothing of probslot but
+`probslot.validation`), so a decoder never imports the encoder package to get a grid or an
+activation. Grouping-specific checks and layers live in `probslot.nn.layers`.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,8 @@ from typing import Literal
 
 import torch
 from torch import Tensor, nn
+
+from probslot.validation import check_int, is_int
 
 __all__ = [
     "Activation",
@@ -25,6 +32,10 @@ _ACTIVATIONS = ("leaky_relu", "relu")
 
 def make_activation(name: str) -> nn.Module:
     """`leaky_relu` (default everywhere: the paper's weak-injectivity argument, Assumption 8) or `relu`."""
+    if not isinstance(name, str):
+        raise TypeError(
+            f"activation must be a name, one of {', '.join(_ACTIVATIONS)}; got {name!r}"
+        )
     if name == "leaky_relu":
         return nn.LeakyReLU(0.01)
     if name == "relu":
@@ -35,16 +46,17 @@ def make_activation(name: str) -> nn.Module:
     )
 
 
-def _is_int(x: object) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
-
-
 def as_hw(size: int | Sequence[int], name: str) -> tuple[int, int]:
-    """`size` as a (height, width) pair of positive ints; an int means a square."""
-    if _is_int(size):
+    """`size` as a (height, width) pair of positive ints; an int means a square.
+
+    Raises:
+        TypeError: `size` is not an int or a pair of ints.
+        ValueError: a side is < 1.
+    """
+    if is_int(size):
         pair = (int(size), int(size))  # type: ignore[arg-type]
     elif isinstance(size, Sequence) and not isinstance(size, str) and len(size) == 2:
-        if not all(_is_int(s) for s in size):
+        if not all(is_int(s) for s in size):
             raise TypeError(f"{name} must hold two ints (height, width); got {size!r}")
         pair = (int(size[0]), int(size[1]))
     else:
@@ -55,10 +67,19 @@ def as_hw(size: int | Sequence[int], name: str) -> tuple[int, int]:
 
 
 def as_int_tuple(values: Sequence[int], name: str, length: int | None = None) -> tuple[int, ...]:
-    """A non-empty sequence of positive ints as a tuple; `length` checks its length."""
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or len(values) == 0:
+    """A non-empty sequence of positive ints as a tuple; `length` checks its length.
+
+    Raises:
+        TypeError: `values` is not a sequence of ints (a string, a float entry, a bool entry).
+        ValueError: it is empty, an entry is < 1, or its length is not `length`.
+    """
+    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence):
         raise TypeError(f"{name} must be a non-empty list of positive ints; got {values!r}")
-    if not all(_is_int(v) and v > 0 for v in values):
+    if len(values) == 0:
+        raise ValueError(f"{name} must be a non-empty list of positive ints; got {values!r}")
+    if not all(is_int(v) for v in values):
+        raise TypeError(f"{name} must hold positive ints; got {list(values)!r}")
+    if not all(v > 0 for v in values):
         raise ValueError(f"{name} must hold positive ints; got {list(values)!r}")
     if length is not None and len(values) != length:
         raise ValueError(
@@ -93,13 +114,14 @@ def check_coord_dims(coord_dims: object, size: int, size_name: str, meaning: str
 
     `meaning` says what 2 does in the caller (named in the error), `size_name` what `size` is.
     """
-    if coord_dims not in (0, 2) or isinstance(coord_dims, bool):
-        raise ValueError(f"coord_dims must be 0 or 2 ({meaning}); got {coord_dims!r}")
-    if size <= coord_dims:
+    dims = check_int("coord_dims", coord_dims, hint=f"Use 0 or 2 ({meaning})")
+    if dims not in (0, 2):
+        raise ValueError(f"coord_dims must be 0 or 2 ({meaning}); got {dims}")
+    if size <= dims:
         raise ValueError(
-            f"{size_name} must exceed coord_dims={coord_dims} to leave room for features; got {size}"
+            f"{size_name} must exceed coord_dims={dims} to leave room for features; got {size}"
         )
-    return int(coord_dims)
+    return dims
 
 
 class SoftPositionEmbed(nn.Module):

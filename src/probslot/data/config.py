@@ -1,0 +1,131 @@
+"""`DataConfig` (what data a run uses), the split seeds and the dataset of one split.
+
+No Lightning here: :func:`probslot.load_model`, evaluation and the posterior commands read a run's
+data config and build its splits without training code. The Lightning ``SlotDataModule`` over
+these splits lives in `probslot.data.datamodule`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from probslot.data.contract import DATASETS
+from probslot.registry import did_you_mean
+from probslot.validation import check_choice, check_int
+
+__all__ = ["SPLITS", "DataConfig", "Split", "build_split", "split_seed"]
+
+Split = Literal["train", "val", "test"]
+SPLITS: tuple[Split, ...] = ("train", "val", "test")
+
+# DataConfig fields forwarded to a dataset when its constructor takes them
+_SHARED = ("image_size", "min_objects", "max_objects")
+
+
+def split_seed(seed: int, split: Split) -> int:
+    """The dataset seed of `split` for a run seeded `seed` (distinct for every (seed, split))."""
+    check_choice("split", split, SPLITS)
+    state = np.random.SeedSequence([seed, SPLITS.index(split)]).generate_state(2, dtype=np.uint32)
+    return int(state[0]) << 32 | int(state[1])  # 64-bit, non-negative
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """What data to train on: a registered dataset, split sizes, loader settings.
+
+    Attributes:
+        name: a dataset in `probslot.data.DATASETS` (``sprites``, ``toy2d``).
+        num_train, num_val, num_test: split sizes (train >= 1, val/test >= 0).
+        image_size, min_objects, max_objects: forwarded to datasets that take them.
+        batch_size: >= 1.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        seed: run seed; each split uses `split_seed(seed, split)`.
+        dataset_kwargs: further constructor options of the dataset (checked against its signature).
+    """
+
+    name: str = "sprites"
+    num_train: int = 10_000
+    num_val: int = 500
+    num_test: int = 500
+    image_size: int = 64
+    min_objects: int = 1
+    max_objects: int = 4
+    batch_size: int = 64
+    num_workers: int = 0
+    seed: int = 0
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        DATASETS.get(self.name)  # unknown name → ValueError with "did you mean"
+        for name, low in (
+            ("num_train", 1),
+            ("num_val", 0),
+            ("num_test", 0),
+            ("image_size", 8),
+            ("max_objects", 1),
+            ("batch_size", 1),
+            ("num_workers", 0),
+            ("seed", 0),
+        ):
+            check_int(f"DataConfig.{name}", getattr(self, name), low=low)
+        check_int(
+            "DataConfig.min_objects",
+            self.min_objects,
+            low=0,
+            high=self.max_objects,
+            hint=f"min_objects must not exceed max_objects={self.max_objects}",
+        )
+        if not isinstance(self.dataset_kwargs, dict):
+            raise TypeError(
+                f"DataConfig.dataset_kwargs must be a dict; got {type(self.dataset_kwargs).__name__}"
+            )
+        params = self._parameters()
+        reserved = {"num_samples", "seed", *(k for k in _SHARED if k in params)}
+        for key in self.dataset_kwargs:
+            if key in reserved:
+                raise ValueError(
+                    f"dataset_kwargs must not set {key!r}; it comes from the DataConfig field "
+                    f"{'num_train/num_val/num_test' if key == 'num_samples' else key}"
+                )
+            if key not in params:
+                options = sorted(set(params) - reserved)
+                dym = did_you_mean(key, options)
+                raise ValueError(
+                    f"dataset {self.name!r} has no option {key!r}.{dym} Options: {', '.join(options)}"
+                )
+
+    def _parameters(self) -> dict[str, inspect.Parameter]:
+        sig = inspect.signature(DATASETS.get(self.name))
+        return {k: p for k, p in sig.parameters.items() if k != "self"}
+
+    def dataset_options(self) -> dict[str, Any]:
+        """Constructor keyword arguments (without num_samples and seed) for this config's dataset."""
+        params = self._parameters()
+        opts = {k: getattr(self, k) for k in _SHARED if k in params}
+        opts.update(self.dataset_kwargs)
+        return opts
+
+    def split_size(self, split: Split) -> int:
+        """The number of items in `split` (``num_train``, ``num_val`` or ``num_test``)."""
+        check_choice("split", split, SPLITS)
+        return {"train": self.num_train, "val": self.num_val, "test": self.num_test}[split]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def build_split(cfg: DataConfig, split: Split) -> Dataset:
+    """The dataset of one split of `cfg`, exactly as training sees it (seeded by `split_seed`)."""
+    if not isinstance(cfg, DataConfig):
+        raise TypeError(f"build_split needs a DataConfig; got {type(cfg).__name__}")
+    return DATASETS.build(
+        cfg.name,
+        num_samples=cfg.split_size(split),
+        seed=split_seed(cfg.seed, split),
+        **cfg.dataset_options(),
+    )
