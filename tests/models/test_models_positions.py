@@ -94,7 +94,7 @@ def test_psa_positions_skip_the_layernorm():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"coord_dims": 2, "variant": "proj"}, "needs variant='base'"),
+        ({"coord_dims": 2, "variant": "proj"}, "coord_dims=2 needs the base 'psa' grouping"),
         ({"coord_dims": -1}, "coord_dims must be an integer >= 1; got -1"),
         ({"coord_dims": 7}, "smaller than dim=7"),
     ],

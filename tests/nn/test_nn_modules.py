@@ -106,14 +106,16 @@ def test_registry_names_and_suggestions() -> None:
     assert build_grouping("psa", K, D).variant == "base"
     assert build_grouping("psa", K, D, query_proj=False).variant == "exact"
     assert build_grouping("psa-proj", K, D).variant == "proj"
+    with pytest.raises(ValueError, match=r"query_proj=False needs the base 'psa' grouping"):
+        build_grouping("psa-proj", K, D, query_proj=False)
 
 
 def test_every_factory_option_is_swept() -> None:
     """The sweep below covers every keyword option of every registered factory."""
     import inspect
 
-    # psa-proj takes coord_dims only to reject it with a clear message (tested in test_models_positions)
-    only_rejected = {"psa-proj": {"coord_dims"}}
+    # psa-proj takes these only to reject them with a clear message (one factory serves both)
+    only_rejected = {"psa-proj": {"query_proj", "coord_dims", "coord_weight"}}
     for name in GROUPINGS.available():
         params = inspect.signature(GROUPINGS.get(name)).parameters
         options = (

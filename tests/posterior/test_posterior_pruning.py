@@ -9,6 +9,7 @@ import torch
 
 from probslot.data import SpritesDataset, collate
 from probslot.models import ModelConfig, build_model
+from probslot.nn import ARDPrune, MomentMerge, with_settings
 from probslot.posterior.pruning import (
     DEFAULT_TAUS,
     PruningReport,
@@ -16,7 +17,6 @@ from probslot.posterior.pruning import (
     prune_analysis,
     slot_count_mae,
 )
-from probslot.nn import ARDPrune, MomentMerge, with_settings
 from probslot.relevance import relevant
 
 B, K, D, S = 3, 4, 5, 16  # batch, slots (even, for the half-kept FLOPs test), slot dim, image side

@@ -24,6 +24,9 @@ Every module exposes ``.num_slots``, ``.dim`` and ``.slot_dim`` and is called as
 
 from __future__ import annotations
 
+from functools import partial
+from typing import Any
+
 from torch import nn
 
 from probslot.nn import functional
@@ -82,8 +85,8 @@ def build_sa(
     )
 
 
-@GROUPINGS.register("psa")
 def build_psa(
+    projections: bool,
     num_slots: int,
     dim: int,
     slot_dim: int | None = None,
@@ -107,105 +110,34 @@ def build_psa(
     coord_dims: int = 0,
     coord_weight: float = 1.0,
 ) -> ProbabilisticSlotAttention:
-    """Alg. 2 (keys = values = z) with the options beyond the paper as parts (module docstring).
+    """PSA from the flat options of a config (the module docstring maps each to its part).
 
-    ``query_proj=False`` drops W_q (variant ``"exact"``, the authors' base code);
-    ``coord_dims`` > 0 builds `PositionalPSA` (positions in the mixture).
+    Registered as ``psa`` (``projections=False``: Alg. 2, keys = values = z; ``query_proj=False``
+    drops W_q, variant ``"exact"``, the authors' base code; ``coord_dims`` > 0 builds
+    `PositionalPSA`) and ``psa-proj`` (``projections=True``: Alg. 1/3, variant ``"proj"``; its
+    slots live in projected space, so ``query_proj`` and positions do not apply).
     """
-    variant = "base" if check_bool("query_proj", query_proj) else "exact"
-    core = _core_options(
-        slot_dim if slot_dim is not None else dim, iters, variant, variance, init, min_var, gru, mlp,
-        norm_slots, mlp_hidden, temperature, prune_tau, prune_start, merge_dist, merge_start,
-        standardize,
-    )  # fmt: skip
-    if coord_dims == 0:  # coord_weight has no effect without positions (checked all the same)
-        check_float("coord_weight", coord_weight, low=0.0, high=1.0)
-        module = ProbabilisticSlotAttention(num_slots, dim, slot_dim, iters, **core)
-    else:
-        module = PositionalPSA(
-            num_slots,
-            dim,
-            slot_dim,
-            iters,
-            coord_dims=coord_dims,
-            coord_weight=coord_weight,
-            **core,
-        )
-    if proj_init != "em":
-        module.init_projections(proj_init)
-    return module
-
-
-@GROUPINGS.register("psa-proj")
-def build_psa_proj(
-    num_slots: int,
-    dim: int,
-    slot_dim: int | None = None,
-    iters: int = 3,
-    *,
-    variance: Variance = "mle",
-    init: Init = "learned",
-    min_var: float = DEFAULT_MIN_VAR,
-    gru: bool = False,
-    mlp: bool = False,
-    norm_slots: bool = False,
-    mlp_hidden: int | None = None,
-    proj_init: ProjInit = "em",
-    temperature: float = 1.0,
-    prune_tau: float = 0.0,
-    prune_start: int = 1,
-    merge_dist: float = 0.0,
-    merge_start: int | None = None,
-    standardize: bool = False,
-    coord_dims: int = 0,
-) -> ProbabilisticSlotAttention:
-    """Alg. 1/3 (key, value and query projections) with the options beyond the paper as parts.
-
-    ``coord_dims`` exists only to say that positions in the mixture need the base 'psa'.
-    """
-    if coord_dims != 0:
-        raise ValueError(
-            f"coord_dims={coord_dims!r} (positions in the mixture) needs variant='base' (the 'psa' "
-            "grouping), whose slots live in token space, so their last entries stay positions; "
-            "got grouping 'psa-proj'"
-        )
-    core = _core_options(
-        slot_dim if slot_dim is not None else dim, iters, "proj", variance, init, min_var, gru, mlp,
-        norm_slots, mlp_hidden, temperature, prune_tau, prune_start, merge_dist, merge_start,
-        standardize,
-    )  # fmt: skip
-    module = ProbabilisticSlotAttention(num_slots, dim, slot_dim, iters, **core)
-    if proj_init != "em":
-        module.init_projections(proj_init)
-    return module
-
-
-def _core_options(
-    slot_dim: int,
-    iters: int,
-    variant: str,
-    variance: str,
-    init: str,
-    min_var: float,
-    gru: bool,
-    mlp: bool,
-    norm_slots: bool,
-    mlp_hidden: int | None,
-    temperature: float,
-    prune_tau: float,
-    prune_start: int,
-    merge_dist: float,
-    merge_start: int | None,
-    standardize: bool,
-) -> dict[str, object]:
-    """The core's keyword arguments for the flat options of a config (see the module docstring)."""
     iters = check_positive_int("iters", iters)
-    flags = [
-        check_bool(name, v) for name, v in (("gru", gru), ("mlp", mlp), ("norm_slots", norm_slots))
-    ]
+    if projections:
+        variant = "proj"
+        for name, value, default in (
+            ("query_proj", query_proj, True),
+            ("coord_dims", coord_dims, 0),
+            ("coord_weight", coord_weight, 1.0),
+        ):
+            if value != default:
+                raise ValueError(
+                    f"{name}={value!r} needs the base 'psa' grouping (Alg. 2), whose slots live in "
+                    "token space; got grouping 'psa-proj' (Alg. 1/3, key/value/query projections)"
+                )
+    else:
+        variant = "base" if check_bool("query_proj", query_proj) else "exact"
+    flags = [check_bool(n, v) for n, v in (("gru", gru), ("mlp", mlp), ("norm_slots", norm_slots))]
     # mlp_hidden without mlp has no effect (as in probslot 0.1.0, whose configs must still load)
-    hidden = mlp_hidden if mlp else None
-    refine = SlotRefinement(slot_dim, gru, mlp, norm_slots, hidden) if any(flags) else None
+    refine = None
+    if any(flags):
+        d = slot_dim if slot_dim is not None else dim
+        refine = SlotRefinement(d, gru, mlp, norm_slots, mlp_hidden if mlp else None)
     parts: list[EMExtension] = []
     if check_bool("standardize", standardize):
         parts.append(Standardize())
@@ -219,8 +151,24 @@ def _core_options(
         parts.append(MomentMerge(merge_dist, merge_start))
     if check_float("prune_tau", prune_tau, low=0.0, high=1.0, high_open=True, hint="0 = off") > 0:
         parts.append(ARDPrune(prune_tau, prune_start))
-    return {"variant": variant, "variance": variance, "init": init, "min_var": min_var,
-            "refine": refine, "extensions": parts}  # fmt: skip
+    # coord_weight has no effect without positions (checked all the same)
+    check_float("coord_weight", coord_weight, low=0.0, high=1.0)
+    core: dict[str, Any] = dict(
+        variant=variant, variance=variance, init=init, min_var=min_var, refine=refine,
+        extensions=parts,
+    )  # fmt: skip
+    if coord_dims == 0:
+        module = ProbabilisticSlotAttention(num_slots, dim, slot_dim, iters, **core)
+    else:
+        positions = {"coord_dims": coord_dims, "coord_weight": coord_weight}
+        module = PositionalPSA(num_slots, dim, slot_dim, iters, **positions, **core)
+    if proj_init != "em":
+        module.init_projections(proj_init)
+    return module
+
+
+GROUPINGS.register("psa")(partial(build_psa, False))
+GROUPINGS.register("psa-proj")(partial(build_psa, True))
 
 
 def build_grouping(
