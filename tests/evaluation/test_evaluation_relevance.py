@@ -21,7 +21,7 @@ from probslot.nn import ProbabilisticSlotAttention
 from .conftest import make_run
 
 
-def _fixed_initial_state(self, batch, num_slots, device, dtype):
+def _fixed_initial_state(self, batch, num_slots, device, dtype, draw=None):
     g = torch.Generator().manual_seed(11)
     mu = 2.0 * torch.randn(1, num_slots, self.slot_dim, generator=g, dtype=dtype)
     mu = mu.to(device).expand(batch, -1, -1)

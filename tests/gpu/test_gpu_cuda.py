@@ -110,7 +110,7 @@ def test_autoencoder_forward_on_cuda_matches_cpu() -> None:
     images = torch.rand(3, 3, 24, 24, generator=torch.Generator().manual_seed(4))
     init = cpu.grouping.initial_state(3, 4, torch.device("cpu"), torch.float64)
 
-    def fixed_init(batch, num_slots, device, dtype):  # the same μ(0) on both devices
+    def fixed_init(batch, num_slots, device, dtype, draw=None):  # the same μ(0) on both devices
         return tuple(t.to(device=device, dtype=dtype) for t in init)
 
     cpu.grouping.initial_state = fixed_init

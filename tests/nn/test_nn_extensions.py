@@ -210,3 +210,36 @@ def test_state_dicts_of_0_1_0_with_refinements_load():
     module.load_state_dict(old, strict=True)
     assert torch.equal(module.refine.gru.weight_ih, old["gru.weight_ih"])
     assert torch.equal(module.refine.mlp.net[0].weight, old["mlp.net.0.weight"])
+
+
+@pytest.mark.parametrize("name", ["psa", "psa-proj", "sa"])
+def test_eval_mode_is_deterministic_and_training_draws_at_random(name):
+    from probslot.nn import build_grouping
+
+    module = build_grouping(name, K, D, iters=2)
+    x = torch.randn(B, N, D)
+    module.eval()
+    with torch.no_grad():
+        torch.manual_seed(1)
+        a = module(x)
+        torch.manual_seed(2)
+        b = module(x)
+        c = module(x[1:])  # an image's slots do not depend on its batch
+        d = module(x, draw=0)
+        e = module(x, draw=3)
+        torch.manual_seed(1)
+        f = module(x, draw="random")
+        torch.manual_seed(1)
+        g = module(x, draw="random")
+    assert torch.equal(a.slots, b.slots) and torch.equal(a.slots, d.slots)
+    torch.testing.assert_close(c.slots, a.slots[1:])
+    assert not torch.allclose(e.slots, a.slots)  # another fixed draw
+    assert torch.equal(f.slots, g.slots) and not torch.allclose(f.slots, a.slots)
+    module.train()
+    with torch.no_grad():
+        h, i = module(x), module(x)
+    assert not torch.allclose(h.slots, i.slots)  # training draws afresh every call
+    with pytest.raises(ValueError, match=r"draw must be an integer >= 0"):
+        module(x, draw=-1)
+    with pytest.raises(TypeError, match=r"draw must be an integer >= 0.*got 'fixed'"):
+        module(x, draw="fixed")

@@ -213,11 +213,11 @@ def test_slot_permutation_equivariance(name, options, slot_dim, monkeypatch) -> 
 
     def run(p):
         if isinstance(module, SlotAttention):
-            monkeypatch.setattr(module, "initial_slots", lambda b, k: mu0[:, p])
+            monkeypatch.setattr(module, "initial_slots", lambda b, k, *draw: mu0[:, p])
         else:
             log_pi = torch.full((B, K), -math.log(K), dtype=torch.float64)
             monkeypatch.setattr(
-                module, "initial_state", lambda b, k, dev, dt: (mu0[:, p], var0[:, p], log_pi)
+                module, "initial_state", lambda b, k, dev, dt, *draw: (mu0[:, p], var0[:, p], log_pi)
             )
         return module(x, mask=mask_example())
 

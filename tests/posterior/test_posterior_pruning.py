@@ -224,24 +224,24 @@ def test_default_sweep_is_sorted_and_valid():
 
 # ---------------------------------------------------------------------- ARD inside EM
 def _direct_in_em(model, images, tau, seed, **settings):
-    """Reference: EM with ARD at τ (and other `with_settings` changes) from the given
-    initial-slot seed, then decode the survivors."""
+    """Reference: EM with ARD at τ (and other `with_settings` changes), then decode the
+    survivors; `seed` None uses the model's fixed draw of the initial slots (eval mode), an int
+    a random draw after `torch.manual_seed(seed)`."""
     parts = with_settings(model.grouping.extensions, prune_tau=tau, **settings)
-    torch.manual_seed(seed)
+    args = {"extensions": parts}
+    if seed is not None:
+        torch.manual_seed(seed)
+        args["draw"] = "random"
     with torch.no_grad():
-        post = model.encode(images, grouping_args={"extensions": parts})
+        post = model.encode(images, grouping_args=args)
     keep = post.pi > 0
     out = model.decode(post.slots, keep=None if keep.all() else keep)
     return post, keep, out
 
 
-def _first_batch_seed(global_seed: int) -> int:
-    """Seed torch with `global_seed` and return the initial-slot seed an unseeded in-EM analysis
-    then draws for its first batch (torch is re-seeded, so the analysis draws it again)."""
-    torch.manual_seed(global_seed)
-    seed = int(torch.randint(0, 2**62, ()).item())
-    torch.manual_seed(global_seed)
-    return seed
+def _batch_seed(analysis_seed: int) -> int:
+    """The initial-slot seed a seeded analysis draws for its first batch."""
+    return int(torch.randint(0, 2**62, (), generator=torch.Generator().manual_seed(analysis_seed)))
 
 
 def _ard_tau(model) -> float:
@@ -258,8 +258,8 @@ def test_in_em_mode_matches_a_direct_computation_and_leaves_the_model_as_it_was(
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    seed = _first_batch_seed(5)  # what the analysis draws for this batch
-    report = prune_analysis(model, batches, taus=(0.0, 0.3), timing_repeats=1)  # in_em=None
+    seed = _batch_seed(5)  # what the analysis draws for this batch
+    report = prune_analysis(model, batches, taus=(0.0, 0.3), timing_repeats=1, seed=5)
     assert report.in_em and _ard_tau(model) == 0.3
     post0, _, base = _direct_in_em(model, images, 0.0, seed)
     post, keep, out = _direct_in_em(model, images, 0.3, seed)
@@ -307,8 +307,8 @@ def test_in_em_mode_with_merging_compares_against_plain_em():
     model = tiny_model(grouping_kwargs={"merge_dist": 5.0})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    seed = _first_batch_seed(6)
-    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1)  # in_em=None
+    seed = _batch_seed(6)
+    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, seed=6)  # in_em=None
     assert report.in_em and _merge_dist(model) == 5.0
     # the baseline: plain EM, no merging, all K slots decoded
     _, _, base = _direct_in_em(model, images, 0.0, seed, merge_dist=0.0)
@@ -327,8 +327,8 @@ def test_merge_dist_at_inference_overrides_the_model_without_writing_to_it():
     model = tiny_model()  # trained without merging
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    seed = _first_batch_seed(7)
-    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=5.0)
+    seed = _batch_seed(7)
+    report = prune_analysis(model, batches, taus=(0.0,), timing_repeats=1, merge_dist=5.0, seed=7)
     assert report.in_em and _merge_dist(model) == 0.0  # the module is never written to
     _, keep, _ = _direct_in_em(model, images, 0.0, seed, merge_dist=5.0)
     assert (~keep).any()
@@ -350,8 +350,8 @@ def test_prune_start_at_inference_overrides_the_model_without_writing_to_it():
     model = tiny_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
-    seed = _first_batch_seed(9)
-    report = prune_analysis(model, batches, taus=(0.3,), timing_repeats=1, prune_start=2)
+    seed = _batch_seed(9)
+    report = prune_analysis(model, batches, taus=(0.3,), timing_repeats=1, prune_start=2, seed=9)
     assert model.grouping.extension(ARDPrune).start == 1  # the module is never written to
     assert report.prune_start == 2 and "tau from EM iteration 2" in report.summary(0.3)
     post_late, late, out = _direct_in_em(model, images, 0.3, seed, prune_start=2)
@@ -385,3 +385,20 @@ def test_seeded_analysis_does_not_depend_on_the_callers_random_state(in_em):
     assert a == b
     with pytest.raises(ValueError, match="seed must be an integer >= 0"):
         prune_analysis(model, batches, seed=-1)
+
+
+def test_unseeded_analysis_uses_the_fixed_draw_and_matches_a_direct_computation():
+    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    batches = sprite_batches(num=4, batch=4)
+    reports = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        reports.append(prune_analysis(model, batches, taus=(0.3,), timing_repeats=1))
+    a, b = reports
+    assert a.at(0.3).mse == b.at(0.3).mse and a.baseline_mse == b.baseline_mse
+    _, keep, out = _direct_in_em(model, batches[0]["image"], 0.3, None)
+    images = batches[0]["image"]
+    assert a.at(0.3).mse == pytest.approx(
+        (out.recon.double() - images.double()).square().mean().item(), rel=1e-9
+    )
+    assert a.at(0.3).mean_kept == pytest.approx(keep.sum(1).double().mean().item())

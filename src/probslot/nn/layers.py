@@ -5,17 +5,55 @@ Axis legend (see `probslot.typing`): b batch · n tokens · k slots · d feature
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import Tensor, nn
 
-from probslot.validation import check_positive_int
+from probslot.validation import check_int, check_positive_int
 
 __all__ = [
+    "Draw",
     "ResidualMLP",
     "check_grouping_inputs",
     "prepare_grouping_inputs",
     "resolve_num_slots",
+    "slot_noise",
 ]
+
+#: Which draw of the random initial slots a forward call uses: None = the default (a fresh random
+#: draw in training mode, the fixed draw 0 in eval mode), "random" = a fresh draw from torch's
+#: global generator, an int ≥ 0 = that fixed draw (see `slot_noise`).
+Draw = int | Literal["random"] | None
+
+#: Seed offset of the fixed draws, so that draw 0 is not the stream of `torch.manual_seed(0)`.
+_DRAW_SEED = 0x5EED_5107
+
+
+def slot_noise(
+    shape: tuple[int, int, int],
+    draw: Draw,
+    training: bool,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> Tensor:
+    """ε ~ N(0, I) of `shape` (b, k, d) for the initial slots of one forward call.
+
+    A fixed draw (an int, or None in eval mode = draw 0) is the same (k, d) noise for every image,
+    from a CPU generator seeded by the draw's number: the slots of an image then do not depend on
+    the batch it is in, the device, or torch's global random state, so inference is
+    deterministic. "random" (and None in training mode) draws from torch's global generator, as
+    training needs.
+    """
+    if draw is None:
+        draw = "random" if training else 0
+    if draw == "random":
+        return torch.randn(shape, device=device, dtype=dtype)
+    check_int("draw", draw, low=0, hint='or "random" / None')
+    b, k, d = shape
+    generator = torch.Generator().manual_seed(_DRAW_SEED + int(draw))
+    eps = torch.randn((1, k, d), generator=generator, dtype=torch.float64)
+    return eps.to(device=device, dtype=dtype).expand(b, k, d)
 
 
 def resolve_num_slots(default: int, num_slots: int | None) -> int:

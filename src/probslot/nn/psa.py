@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from probslot.nn.extensions import EMExtension, EMState, find_extension
 from probslot.nn.functional import DEFAULT_MIN_VAR, em_step, token_mean
-from probslot.nn.layers import prepare_grouping_inputs, resolve_num_slots
+from probslot.nn.layers import Draw, prepare_grouping_inputs, resolve_num_slots, slot_noise
 from probslot.typing import SlotPosterior
 from probslot.validation import check_choice, check_float, check_positive_int
 
@@ -193,11 +193,17 @@ class ProbabilisticSlotAttention(nn.Module):
         return self.norm_inputs(inputs)
 
     def initial_state(
-        self, batch: int, num_slots: int, device: torch.device, dtype: torch.dtype
+        self,
+        batch: int,
+        num_slots: int,
+        device: torch.device,
+        dtype: torch.dtype,
+        draw: Draw = None,
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """(μ(0) (b, k, d), σ(0)² (b, k, d), log π(0) (b, k)) for one forward call."""
+        """(μ(0) (b, k, d), σ(0)² (b, k, d), log π(0) (b, k)) for one forward call; `draw`
+        picks the noise ε (see `probslot.nn.layers.slot_noise`)."""
         shape = (batch, num_slots, self.slot_dim)
-        eps = torch.randn(shape, device=device, dtype=dtype)
+        eps = slot_noise(shape, draw, self.training, device, dtype)
         if self.init_loc is not None and self.init_log_scale is not None:
             mu = self.init_loc + self.init_log_scale.exp() * eps
             var = (2.0 * self.init_log_scale).exp().expand(shape)
@@ -214,6 +220,7 @@ class ProbabilisticSlotAttention(nn.Module):
         mask: Tensor | None,
         parts: Sequence[EMExtension],
         temperature: float | None,
+        draw: Draw = None,
     ) -> EMState:
         """The state before the first iteration: checked and normalised tokens, keys and
         (centred) values, initial slots, the parts' ``before_em`` and keys², values²."""
@@ -225,7 +232,7 @@ class ProbabilisticSlotAttention(nn.Module):
         # exact: μ is shifted back after each M-step, σ² and π do not depend on the shift
         shift = token_mean(values, mask).detach()  # (b, 1, d)
         param_dtype = self.init_loc.dtype if self.init_loc is not None else inputs.dtype
-        mu, var, log_pi = self.initial_state(inputs.shape[0], k, inputs.device, param_dtype)
+        mu, var, log_pi = self.initial_state(inputs.shape[0], k, inputs.device, param_dtype, draw)
         state = EMState(
             keys=keys, values=values - shift, mask=mask, shift=shift, mu=mu, var=var,
             log_pi=log_pi, pi=log_pi.exp(), iters=self.iters, min_var=self.min_var,
@@ -246,12 +253,14 @@ class ProbabilisticSlotAttention(nn.Module):
     def forward(
         self, inputs: Tensor, num_slots: int | None = None, mask: Tensor | None = None, *,
         temperature: float | None = None, extensions: Sequence[EMExtension] | None = None,
+        draw: Draw = None,
     ) -> SlotPosterior:  # fmt: skip
         """inputs (b, n, dim), mask (b, n) bool or None → `SlotPosterior` over k slots. Per call:
-        ``temperature`` of the E-step (None: the module's `TemperedEStep`, else 1) and
-        ``extensions`` replacing the module's parts (see `extensions.with_settings`)."""
+        the E-step's ``temperature`` (None: the module's `TemperedEStep`, else 1), ``extensions``
+        replacing the module's parts (`extensions.with_settings`) and the ``draw`` of the initial
+        slots (None: random in training, the fixed draw 0 in eval mode; `layers.slot_noise`)."""
         parts = self.extensions if extensions is None else self._checked(extensions)
-        state = self.start(inputs, num_slots, mask, parts, temperature)
+        state = self.start(inputs, num_slots, mask, parts, temperature, draw)
         for t in range(1, self.iters + 1):
             mu = state.mu
             query = self.to_q(self.refine.query_input(mu) if self.refine is not None else mu)

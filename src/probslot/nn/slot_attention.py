@@ -10,7 +10,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from probslot.nn.layers import ResidualMLP, prepare_grouping_inputs, resolve_num_slots
+from probslot.nn.layers import (
+    Draw,
+    ResidualMLP,
+    prepare_grouping_inputs,
+    resolve_num_slots,
+    slot_noise,
+)
 from probslot.typing import SlotAttentionOutput
 from probslot.validation import check_float, check_positive_int
 
@@ -75,21 +81,22 @@ class SlotAttention(nn.Module):
             f"iters={self.iters}" + ("" if self.eps == 1e-8 else f", eps={self.eps:g}")
         )
 
-    def initial_slots(self, batch: int, num_slots: int) -> Tensor:
-        """(b, k, d) s(0) = m + exp(log σ)·ε."""
-        eps = torch.randn(
-            batch,
-            num_slots,
-            self.slot_dim,
-            device=self.init_loc.device,
-            dtype=self.init_loc.dtype,
-        )
+    def initial_slots(self, batch: int, num_slots: int, draw: Draw = None) -> Tensor:
+        """(b, k, d) s(0) = m + exp(log σ)·ε; `draw` picks ε (`probslot.nn.layers.slot_noise`)."""
+        shape = (batch, num_slots, self.slot_dim)
+        eps = slot_noise(shape, draw, self.training, self.init_loc.device, self.init_loc.dtype)
         return self.init_loc + self.init_log_scale.exp() * eps
 
     def forward(
-        self, inputs: Tensor, num_slots: int | None = None, mask: Tensor | None = None
+        self,
+        inputs: Tensor,
+        num_slots: int | None = None,
+        mask: Tensor | None = None,
+        *,
+        draw: Draw = None,
     ) -> SlotAttentionOutput:
-        """inputs (b, n, dim), mask (b, n) bool or None → `SlotAttentionOutput` over k slots."""
+        """inputs (b, n, dim), mask (b, n) bool or None → `SlotAttentionOutput` over k slots;
+        ``draw``: the initial slots' noise (None: random in training, fixed draw 0 in eval)."""
         k = resolve_num_slots(self.num_slots, num_slots)
         inputs = prepare_grouping_inputs(inputs, self.dim, mask)  # padded tokens zeroed
         b, d = inputs.shape[0], self.slot_dim
@@ -97,7 +104,7 @@ class SlotAttention(nn.Module):
         z = self.norm_inputs(inputs)  # (b, n, dim)
         keys = self.to_k(z) * (1.0 / math.sqrt(d))  # (b, n, d), scale folded in once
         values = self.to_v(z)  # (b, n, d)
-        slots = self.initial_slots(b, k)  # (b, k, d)
+        slots = self.initial_slots(b, k, draw)  # (b, k, d)
 
         attn = None
         for _ in range(self.iters):

@@ -202,7 +202,7 @@ class PruningReport:
             equal shares it is 0.5.
         merge_dist, prune_start: the in-EM settings the pruned runs used (merging distance,
             0 = none; first EM iteration that applies τ).
-        seed: seed of the initial-slot draws (None: torch's global generator).
+        seed: seed of the random initial-slot draws (None: the model's fixed draw).
     """
 
     results: tuple[TauResult, ...]
@@ -411,9 +411,10 @@ def prune_analysis(
             τ (the grouping's ``prune_start``); None = the model's own setting. Later starts
             let every slot settle on its tokens before its weight is judged (a small object's
             slot can hold π < τ in the first iterations).
-        seed: seed of the random initial slots (PSA draws them), one draw per batch from a
-            generator of its own, so the report does not depend on the caller's random state;
-            None uses torch's global generator (and, in threshold mode, leaves it running).
+        seed: None (default): every encode uses the model's fixed draw of the initial slots
+            (eval mode, `probslot.nn.layers.slot_noise`), so the report is deterministic; an
+            int: one random draw per batch from a generator of its own seeded by it (the same
+            for every τ), to see how much the figures move with PSA's random initial slots.
 
     Returns:
         a `PruningReport`. FLOPs are counted with `torch.utils.flop_counter.FlopCounterMode`
@@ -494,11 +495,9 @@ def prune_analysis(
             if b == 0:
                 break
             images = images.to(device)
-            # in-EM mode encodes once per τ, each time from the same random initial slots
-            if rng is not None:
-                seed_b: int | None = int(torch.randint(0, 2**62, (), generator=rng).item())
-            else:
-                seed_b = int(torch.randint(0, 2**62, ()).item()) if in_em else None
+            # seeded: one random draw of the initial slots per batch, the same for every τ;
+            # unseeded: the model's fixed draw (eval mode), the same for every batch and τ
+            seed_b = None if rng is None else int(torch.randint(0, 2**62, (), generator=rng))
 
             def encode(
                 tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
@@ -510,9 +509,10 @@ def prune_analysis(
                     prune_start=start,
                     merge_dist=0.0 if plain else trained_merge,
                 )
-                args = {"grouping_args": {"extensions": parts}}
                 if seed is None:
+                    args = {"grouping_args": {"extensions": parts}}
                     return (*count_flops(model.encode, images, **args), parts)
+                args = {"grouping_args": {"extensions": parts, "draw": "random"}}
                 with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
                     torch.manual_seed(seed)
                     return (*count_flops(model.encode, images, **args), parts)
