@@ -17,6 +17,8 @@ def evaluate(
     contrast_images: int = 8,
     seed: int = 0,
     progress: bool = True,
+    draw: int = 0,
+    draws: int = 1,
 ) -> Path:
     """Evaluate a trained run: every metric that applies, written to RUN/eval.json plus RUN/eval/*.png.
 
@@ -31,6 +33,10 @@ def evaluate(
         contrast_images: images on which compositional contrast is computed (0 = skip).
         seed: seed of the identifiability split and of posterior sampling.
         progress: show a progress bar.
+        draw: which fixed draw of PSA's random initial slots the figures use (inference is
+            deterministic; another number is another draw).
+        draws: also evaluate this many draws (draw, draw+1, ...) and report the mean ± std of
+            FG-ARI, mBO, MSE and SMCC over them.
     """
     from probslot.evaluation.evaluate import EVAL_FILE, EvalConfig, evaluate_run, summary_lines
 
@@ -42,6 +48,8 @@ def evaluate(
         contrast_images=contrast_images,
         seed=seed,
         progress=progress,
+        draw=draw,
+        draws=draws,
     )
     result = evaluate_run(run_dir, cfg)
     for line in summary_lines(result):
