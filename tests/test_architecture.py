@@ -62,7 +62,7 @@ LAYERS: tuple[Layer, ...] = (
     Layer("data and metrics", ("probslot.data", "probslot.metrics"), True),
     Layer("posterior", ("probslot.posterior",)),
     Layer("run config", ("probslot.config",)),
-    Layer("run directories and public API", ("probslot.io", "probslot")),
+    Layer("run directories and public API", ("probslot.io", "probslot.runs", "probslot")),
     Layer(
         "reports and posterior commands", ("probslot.reports", "probslot.posterior.commands"), True
     ),

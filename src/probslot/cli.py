@@ -434,7 +434,8 @@ def parse_command(argv: Sequence[str]) -> tuple[Callable[..., Any], dict[str, An
             takers = [name for name, f in COMMANDS.items() if callable(f) and _takes_overrides(f)]
             raise UsageError(
                 f"config overrides {' '.join(overrides)} are not accepted by "
-                f"{' '.join(_target(args)[0])}; only {' and '.join(takers)} take them"
+                f"{' '.join(_target(args)[0])}; only {', '.join(takers[:-1])} and {takers[-1]} "
+                "take them (train and demo any section, the analyses data.* only)"
             )
         kwargs["overrides"] = list(kwargs.get("overrides") or []) + overrides
     return fn, kwargs

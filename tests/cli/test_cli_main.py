@@ -79,7 +79,7 @@ def test_arguments_reach_the_function_with_their_types() -> None:
     assert fn is cli.COMMANDS["prune"]
     assert kwargs["run_dir"] == "runs/x" and kwargs["tau"] == 0.05 and kwargs["max_images"] == 7
     assert kwargs["sweep"] is True and kwargs["progress"] is False
-    assert kwargs["in_em"] is None and kwargs["seed"] == 0  # defaults from the signature
+    assert kwargs["in_em"] is None and kwargs["seed"] is None  # defaults from the signature
     # bool | None keeps a value: --in_em true/false/null
     assert cli.parse_command(["prune", "r", "--in_em", "false"])[1]["in_em"] is False
     fn, kwargs = cli.parse_command(["data", "preview", "toy2d", "--image_size", "24"])
@@ -105,7 +105,10 @@ def test_arguments_reach_the_function_with_their_types() -> None:
         (["data"], "probslot data needs a command: preview"),
         ([], "probslot needs a command: train, demo"),
         (["evaluate", "a", "b"], "evaluate takes one run directory; got 2: a b"),
-        (["data", "preview", "model.num_slots=3"], "only train and demo take them"),
+        (
+            ["data", "preview", "model.num_slots=3"],
+            "only train, demo, aggregate, prune, evaluate and compare take them",
+        ),
     ],
 )
 def test_command_line_errors_are_one_line_exit_2(

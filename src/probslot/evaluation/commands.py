@@ -19,6 +19,7 @@ def evaluate(
     progress: bool = True,
     draw: int = 0,
     draws: int = 1,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Evaluate a trained run: every metric that applies, written to RUN/eval.json plus RUN/eval/*.png.
 
@@ -37,6 +38,8 @@ def evaluate(
             deterministic; another number is another draw).
         draws: also evaluate this many draws (draw, draw+1, ...) and report the mean ± std of
             FG-ARI, mBO, MSE and SMCC over them.
+        overrides: data overrides such as data.num_test=1024 or
+            data.dataset_kwargs.min_distance=0 (also as bare arguments; `probslot.runs`).
     """
     from probslot.evaluation.evaluate import EVAL_FILE, EvalConfig, evaluate_run, summary_lines
 
@@ -50,6 +53,7 @@ def evaluate(
         progress=progress,
         draw=draw,
         draws=draws,
+        data_overrides=tuple(overrides or ()),
     )
     result = evaluate_run(run_dir, cfg)
     for line in summary_lines(result):
@@ -69,6 +73,7 @@ def compare(
     max_images: int | None = None,
     seed: int = 0,
     progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Cross-seed identifiability of runs of ONE configuration: SMCC, R² and posterior agreement for all pairs.
 
@@ -81,10 +86,18 @@ def compare(
         max_images: use only the first N images of the split (default: all).
         seed: seed of the identifiability split and of posterior sampling.
         progress: show a progress bar.
+        overrides: data overrides such as data.num_test=1024 (also as bare arguments;
+            `probslot.runs`).
     """
     from probslot.evaluation.compare import COMPARE_FILE, CompareConfig, compare_runs
 
-    cfg = CompareConfig(split=split, max_images=max_images, seed=seed, progress=progress)
+    cfg = CompareConfig(
+        split=split,
+        max_images=max_images,
+        seed=seed,
+        progress=progress,
+        data_overrides=tuple(overrides or ()),
+    )
     result = compare_runs(run_dirs, out, cfg)
     for key, stats in result["summary"].items():
         if stats["mean"] is not None:

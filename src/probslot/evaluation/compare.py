@@ -74,6 +74,8 @@ class CompareConfig:
         posterior_samples: Monte Carlo draws for the posterior KL.
         seed: seed of the identifiability split and of the posterior draws.
         progress: show a progress bar.
+        data_overrides: dotted ``data.*`` settings applied to the first run's data config
+            (`probslot.runs`).
     """
 
     split: str = "test"
@@ -82,6 +84,7 @@ class CompareConfig:
     posterior_samples: int = 2000
     seed: int = 0
     progress: bool = True
+    data_overrides: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_choice("split", self.split, ("train", "val", "test"))
@@ -213,7 +216,8 @@ def compare_runs(
             images for the affine fits.
         FileNotFoundError: a run directory (or its config / weights) is missing.
     """
-    from probslot.evaluation.evaluate import _Progress, encode_split, load_split
+    from probslot.evaluation.evaluate import _Progress, encode_split
+    from probslot.runs import load_split
 
     cfg = config or CompareConfig()
     if isinstance(run_dirs, (str, os.PathLike)):
@@ -245,7 +249,7 @@ def compare_runs(
             raise FileNotFoundError(
                 f"{str(r)!r} has no model.safetensors; finish training it before comparing"
             )
-    dataset = load_split(configs[0], cfg.split)
+    dataset = load_split(configs[0], cfg.split, cfg.data_overrides)
     size = len(dataset)
     if cfg.max_images is not None and cfg.max_images > size:
         raise ValueError(

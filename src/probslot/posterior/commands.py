@@ -41,6 +41,7 @@ from probslot.posterior.pruning import (
     prune_analysis,
 )
 from probslot.registry import did_you_mean
+from probslot.runs import split_loader, with_data_overrides
 from probslot.validation import check_int, check_positive_int, check_tau
 
 __all__ = [
@@ -103,32 +104,13 @@ def load_psa_run(run_dir: str | Path, purpose: str) -> tuple[nn.Module, Any, Run
     return model, cfg, paths
 
 
-def split_loader(cfg: Any, split: str, batch_size: int | None = None) -> Any:
-    """An unshuffled DataLoader over `split` of a run's data config (as training built it)."""
-    from torch.utils.data import DataLoader
-
-    from probslot.data.config import build_split
-    from probslot.data.contract import collate
-
-    _check_split(split)
-    size = {"train": cfg.data.num_train, "val": cfg.data.num_val, "test": cfg.data.num_test}[split]
-    if size == 0:
-        raise ValueError(
-            f"the run's {split} split is empty (data.num_{split} = 0 in its config.yaml); "
-            "choose another split"
-        )
-    dataset = build_split(cfg.data, split)  # as training builds it (Lightning not needed)
-    return DataLoader(
-        dataset, batch_size=batch_size or cfg.data.batch_size, shuffle=False, collate_fn=collate
-    )
-
-
 # ---------------------------------------------------------------------- aggregate
 def aggregate(
     run_dir: str,
     split: str = "train",
     max_images: int | None = None,
     progress: bool = True,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Fit the aggregate posterior q(z) of a PSA run on a data split; write RUN_DIR/posterior.safetensors.
 
@@ -137,11 +119,14 @@ def aggregate(
         split: data split of the run's config to fit on (train, val or test).
         max_images: use at most this many images (default: the whole split).
         progress: show a progress bar.
+        overrides: data overrides such as data.num_train=5000 (also as bare arguments;
+            `probslot.runs`).
     """
     _check_split(split)
     if max_images is not None:
         check_positive_int("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "`probslot aggregate`")
+    cfg = with_data_overrides(cfg, overrides or [])
     loader = split_loader(cfg, split)
     metadata = {  # fit adds model_hash, the fingerprint of the model's weights
         "model_file": paths.weights.name,
@@ -336,7 +321,8 @@ def prune(
     in_em: bool | None = None,
     merge_dist: float | None = None,
     prune_start: int | None = None,
-    seed: int = 0,
+    seed: int | None = None,
+    overrides: list[str] | None = None,
 ) -> Path:
     """Automatic relevance determination (keep slots with pi > tau, paper Eq. 7) on held-out data.
 
@@ -364,8 +350,10 @@ def prune(
         prune_start: in-EM mode: the first EM iteration after which tau applies (e.g. 3 of 5:
             slots settle on their tokens before their weight is judged, so a small object
             survives); default: the run config's prune.prune_start, else the model's own.
-        seed: seed of PSA's random initial slots in the analysis, so a report can be
-            reproduced; other seeds show how much the figures move with the draw.
+        seed: default: the model's fixed draw of PSA's initial slots (deterministic); a seed:
+            seeded random draws, one per batch, to see how much the figures move with the draw.
+        overrides: data overrides such as data.num_test=1024 (also as bare arguments;
+            `probslot.runs`).
     """
     if tau is not None:
         tau = check_tau(tau)
@@ -373,6 +361,7 @@ def prune(
     if max_images is not None:
         check_positive_int("max_images", max_images)
     model, cfg, paths = load_psa_run(run_dir, "ARD pruning (`probslot prune`)")
+    cfg = with_data_overrides(cfg, overrides or [])
     # flags first, then the run config's `prune` section, then the model's own settings
     tau = cfg.prune.tau if tau is None else tau
     merge_dist = cfg.prune.merge_dist if merge_dist is None else merge_dist
