@@ -26,6 +26,8 @@ __all__ = [
     "AutoencoderOutput",
     "DecoderOutput",
     "EncoderOutput",
+    "FeatureAutoencoderOutput",
+    "FeatureDecoderOutput",
     "SlotAttentionOutput",
     "SlotPosterior",
 ]
@@ -114,7 +116,11 @@ class AutoencoderOutput:
     """Everything a slot autoencoder computes for one batch.
 
     Attributes:
-        recon:      (b, 3, H, W) reconstruction in [0, 1] image space.
+        recon:      (b, 3, H, W) reconstruction in [0, 1] image space, *not clamped*: the
+                    likelihood is computed on it, and clamping would zero its gradient where
+                    the decoder overshoots, so values slightly outside [0, 1] occur (−0.3…1.1
+                    seen early in training); clamp for display or metrics, as
+                    `SlotAutoencoder.reconstruct` and every analysis do.
         masks:      (b, k, 1, H, W) decoder alpha masks, or None for non-additive decoders.
         per_slot:   (b, k, 3, H, W) per-slot images, or None.
         grouping:   the grouping output (`SlotPosterior` for PSA, `SlotAttentionOutput` for SA).
@@ -130,3 +136,31 @@ class AutoencoderOutput:
     @property
     def slots(self) -> Tensor:
         return self.grouping.slots
+
+
+@dataclass(frozen=True)
+class FeatureDecoderOutput:
+    """Feature-decoder contract (DINOSAUR: the decoder reconstructs the encoder's tokens).
+
+    Attributes:
+        recon:    (b, n, D) reconstructed tokens, row-major over the encoder's (h, w) grid.
+        masks:    (b, k, n) each token's weights over slots, summing to 1 over k: the alpha masks
+                  of an additive decoder, the last cross-attention of a transformer; or None.
+        per_slot: (b, k, n, D) per-slot tokens (additive decoders), else None.
+    """
+
+    recon: Tensor
+    masks: Tensor | None = None
+    per_slot: Tensor | None = None
+
+
+@dataclass(frozen=True)
+class FeatureAutoencoderOutput(AutoencoderOutput):
+    """`AutoencoderOutput` of a model that reconstructs features (`probslot.models.FeatureAutoencoder`).
+
+    ``recon`` and ``target`` are (b, n, D) tokens (the decoded and the frozen encoder's), not
+    images; ``masks`` (b, k, 1, H, W) are the decoder's token masks upsampled to the image (None
+    when the decoder has none), ``per_slot`` is None and ``attn_masks`` as for images.
+    """
+
+    target: Tensor
