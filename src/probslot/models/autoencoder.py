@@ -169,7 +169,8 @@ class SlotAutoencoder(nn.Module):
         return DecoderOutput(recon=self.to_unit(out.recon), masks=out.masks, per_slot=per_slot)
 
     def decode(self, slots: Tensor, keep: Tensor | None = None) -> DecoderOutput:
-        """slots (b, k, d), keep (b, k) bool | None → DecoderOutput in [0, 1] image space."""
+        """slots (b, k, d), keep (b, k) bool | None → DecoderOutput in [0, 1] image space
+        (not clamped; see `AutoencoderOutput.recon`)."""
         return self._unit_output(self.decoder(slots, keep=keep), keep)
 
     @property
@@ -215,7 +216,8 @@ class SlotAutoencoder(nn.Module):
         keep: Tensor | None = None,
         grouping_args: Mapping[str, Any] | None = None,
     ) -> AutoencoderOutput:
-        """images (b, 3, H, W) in [0, 1] → AutoencoderOutput (recon, masks, per_slot in [0, 1]).
+        """images (b, 3, H, W) in [0, 1] → AutoencoderOutput (recon, masks, per_slot in [0, 1]
+        image space, not clamped: see `AutoencoderOutput.recon`).
 
         ``keep`` (b, k) bool skips slots in the decoder (ARD pruning, paper Eq. 7); the grouping
         still runs with all k slots, so the attention masks cover all of them.
