@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint docs bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 10), f"probslot needs Python >= 3.10; found {sys.version.split()[0]}"'
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict
+	@echo "documentation site written to site/ (index.html); preview it with $(VENV)/bin/mkdocs serve"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check src tests benchmarks

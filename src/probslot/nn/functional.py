@@ -144,10 +144,11 @@ def em_step(
                     below). Pass False only for values that are already centred (e.g. by
                     `token_mean` once per forward, as `ProbabilisticSlotAttention` does); it
                     saves two elementwise passes per call.
-        keys_sq, values_sq: optional precomputed keys² (b, n, d) and values² (b, n, d_v), used
-                    as constants (gradients still flow through keys/values exactly); values_sq
-                    only with ``center=False``. Iterating callers compute them once per forward
-                    (as `ProbabilisticSlotAttention` does) instead of squaring on every call.
+        keys_sq:    optional precomputed keys² (b, n, d), used as a constant (gradients still
+                    flow through the keys exactly). Iterating callers compute it once per
+                    forward (as `ProbabilisticSlotAttention` does) instead of on every call.
+        values_sq:  optional precomputed values² (b, n, d_v), the same; only with
+                    ``center=False``.
 
     Returns:
         `EMStep` with mu (b, k, d_v), var (b, k, d_v), pi (b, k), attn (b, k, n), all in float32

@@ -23,7 +23,9 @@ class SlotRefinement(nn.Module):
 
     Args:
         slot_dim: slot size d.
-        gru, mlp, norm_slots: which refinements to apply (at least one).
+        gru: μ(t+1) = GRUCell(μ_EM, μ(t)).
+        mlp: μ += MLP(LayerNorm(μ)) after the GRU.
+        norm_slots: the query projection sees LayerNorm(μ(t)). At least one of the three.
         mlp_hidden: hidden width of the residual MLP (default 2·slot_dim).
     """
 
