@@ -30,6 +30,8 @@ __all__ = [
     "COMMANDS",
     "UsageError",
     "build_parser",
+    "data_convert",
+    "data_info",
     "demo",
     "main",
     "normalise_argv",
@@ -58,17 +60,27 @@ def train(
     Example: ``probslot train --config sprites_psa trainer.max_steps=20000 model.num_slots=5``.
 
     Args:
-        config: YAML file, or a preset name such as sprites_psa, sprites_sa, demo.
-        resume: continue the run from its last.ckpt (step count, optimizer state, EMA).
+        config: YAML file, or a preset name such as sprites_psa, sprites_sa, demo; with --resume
+            also a run directory (runs/NAME).
+        resume: continue the run from its last.ckpt and its own config.yaml (step count,
+            optimizer, scheduler, EMA, data position, random states); only trainer settings
+            such as trainer.max_steps may be overridden.
         overwrite: start afresh even if the run directory already holds a checkpoint.
-        progress: show a progress bar.
+        progress: show progress (a bar on a terminal, plain lines in a log file).
         overrides: dotted overrides such as model.num_slots=5 (also accepted as bare arguments).
     """
-    from probslot.config import load_config
+    from probslot.training.run import resolve_run_config
     from probslot.training.run import train as run_train
 
-    cfg = load_config(config, overrides or [])
+    cfg = resolve_run_config(config, overrides or [], resume=resume)
     result = run_train(cfg, resume=resume, overwrite=overwrite, progress=progress)
+    if not result.is_global_zero:  # another process of a distributed run: rank 0 reports
+        return result.run_dir
+    if result.status != "finished":
+        print(result.message)
+        if result.status == "interrupted":
+            raise SystemExit(143)  # 128 + SIGTERM: the job stopped early, as the shell reports it
+        return result.run_dir
     _print_outputs(result.run_dir, result)
     return result.run_dir
 
@@ -164,6 +176,182 @@ def preview(
     return Path(path)
 
 
+def data_convert(
+    source: str,
+    format: str,
+    out: str,
+    split: str | None = None,
+    variant: str | None = None,
+    limit: int | None = None,
+    image_size: int | None = None,
+    crop: str = "none",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Convert a published dataset into one fast local store (resumable; docs/data.md).
+
+    Example: ``probslot data convert objects_room_train.tfrecords --format objects-room --out
+    data/objects_room``, then ``probslot train --config objects_room_psa data.root=data/objects_room``.
+    Run the same command again to resume an interrupted conversion.
+
+    Args:
+        source: the file or folder as published (a .tfrecords file, a folder of them, an HDF5
+            pair's folder, CLEVR_v1.0/, clevrtex_full/, an .npz, a folder of images).
+        format: clevr-with-masks, objects-room, multi-dsprites, tetrominoes, ocl-h5, clevr,
+            clevrtex, spriteworld or image-folder.
+        out: the store folder; the split goes to OUT/SPLIT (use it as data.root=OUT).
+        split: the source's split (objects-room: train, six_objects, empty_room, identical_color;
+            clevr: train, val; clevrtex: train, val, test, all); default: the format's first.
+        variant: multi-dsprites: binarized, colored_on_grayscale, colored_on_colored; ocl-h5: the
+            dataset name (clevr_10, ...); clevrtex: full, pbg, vbg, grassbg, camo, outd.
+        limit: convert only the first LIMIT records.
+        image_size: resize every image (after --crop) to this square side; default: keep it.
+        crop: none, slot-attention, center, center-32 or clevrtex, applied before --image_size.
+        overwrite: replace a store in OUT/SPLIT converted with other settings.
+        progress: show a progress bar.
+    """
+    from probslot.data.store import convert as run_convert
+    from probslot.data.store import read_manifest
+
+    split_dir = run_convert(
+        source,
+        format,
+        out,
+        split=split,
+        variant=variant,
+        limit=limit,
+        image_size=image_size,
+        crop=crop,
+        overwrite=overwrite,
+        progress=progress,
+    )
+    manifest = read_manifest(split_dir)
+    size = sum(f["bytes"] for s in manifest["shards"] for f in s["files"].values())
+    print(f"store written to {split_dir} ({manifest['count']} records, {size / 1e6:.1f} MB)")
+    print(f"  inspect it:  probslot data info {out}")
+    presets = _presets_for(format)
+    if presets:
+        print(f"  train on it: probslot train --config {presets[0]} data.root={out}")
+        print(f"  presets for {format}: {', '.join(presets)}")
+    return split_dir
+
+
+def data_info(store: str) -> str:
+    """Print a store's manifest (splits, shapes, sources, sha256) and object-count statistics.
+
+    Example: ``probslot data info data/objects_room``.
+
+    Args:
+        store: a store folder written by probslot data convert (or one of its split folders).
+    """
+    from probslot.data.store import store_info
+
+    text = store_info(store)
+    print(text)
+    return text
+
+
+def _presets_for(fmt: str) -> list[str]:
+    """The presets in configs/ whose data.name is `fmt`."""
+    import yaml
+
+    from probslot.config import CONFIG_DIR
+
+    names = []
+    for path in sorted(CONFIG_DIR.glob("*.yaml")):
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if (data.get("data") or {}).get("name") == fmt:
+            names.append(path.stem)
+    return names
+
+
+def features_extract(
+    config: str,
+    out: str,
+    splits: list[str] | None = None,
+    batch_size: int = 32,
+    chunk_size: int = 256,
+    device: str = "cpu",
+    progress: bool = True,
+    overrides: list[str] | None = None,
+) -> Path:
+    """Run a feature model's frozen encoder once over data splits and write a feature cache.
+
+    Example: ``probslot features extract --config voc_dino_psa_mlp --out features/voc
+    data.root=VOCdevkit/VOC2012``, then train with ``data.feature_cache=features/voc``
+    (training refuses a cache of another encoder, block, image size or data).
+
+    Args:
+        config: YAML file or preset name of a model with target features (e.g. voc_dino_psa_mlp).
+        out: the cache directory to write (splits of the same encoder already there are kept).
+        splits: the splits to extract (default: train and val).
+        batch_size: images per encoder call.
+        chunk_size: items per chunk file.
+        device: where the encoder runs (cpu, cuda).
+        progress: print progress.
+        overrides: dotted config overrides such as data.root=DIR.
+    """
+    from dataclasses import replace
+
+    from probslot.config import load_config
+    from probslot.data.config import build_split, split_description
+    from probslot.data.features import extract_features
+    from probslot.models import build_model
+
+    cfg = load_config(config, overrides or [])
+    model = build_model(cfg.model)
+    if not hasattr(model, "feature_spec"):
+        raise UsageError(
+            f"config {config!r} reconstructs pixels; features extract needs a model with "
+            "model.target: features and a frozen encoder (e.g. voc_dino_psa_mlp)"
+        )
+    data = replace(cfg.data, feature_cache=None)
+    names = list(splits or ["train", "val"])
+    datasets = {
+        s: (build_split(data, s), split_description(cfg.data, s))
+        for s in names
+        if cfg.data.split_size(s) != 0
+    }
+
+    def report(split: str, done: int, total: int) -> None:
+        end = "\n" if done >= total else ""
+        print(f"\r  {split}: {done}/{total} images", end=end, flush=True)
+
+    print(f"extracting {model.feature_spec()['encoder']} tokens of {', '.join(datasets)} to {out}")
+    root = extract_features(
+        model,
+        datasets,
+        out,
+        batch_size=batch_size,
+        chunk_size=chunk_size,
+        device=device,
+        progress=report if progress else None,
+    )
+    print(f"feature cache written to {root}; train with data.feature_cache={root}")
+    return root
+
+
+def features_info(cache: str) -> str:
+    """Print a feature cache's encoder, splits, counts and token shapes.
+
+    Example: ``probslot features info --cache features/voc``.
+
+    Args:
+        cache: a directory written by probslot features extract.
+    """
+    from probslot.data.features import FeatureCache, describe_spec
+
+    opened = FeatureCache(cache)
+    lines = [f"feature cache {opened.root}: {describe_spec(opened.spec)}"]
+    for name in opened.splits:
+        entry = opened.split(name)
+        lines.append(f"  {name}: {entry['count']} items, tokens {entry['shape'][1:]} float16, "
+                     f"{len(entry['chunks'])} chunks")  # fmt: skip
+    text = "\n".join(lines)
+    print(text)
+    return text
+
+
 #: name → command function; a nested dict is a command group (``probslot data preview``).
 from probslot.evaluation.commands import compare, evaluate, report  # noqa: E402
 from probslot.posterior.commands import aggregate, prune, sample  # noqa: E402
@@ -177,7 +365,8 @@ COMMANDS: dict[str, Any] = {
     "evaluate": evaluate,
     "compare": compare,
     "report": report,
-    "data": {"preview": preview},
+    "data": {"preview": preview, "convert": data_convert, "info": data_info},
+    "features": {"extract": features_extract, "info": features_info},
 }
 
 
@@ -374,7 +563,13 @@ def split_overrides(argv: Sequence[str]) -> tuple[list[str], list[str]]:
 
 
 #: leading parameters that may be given positionally: ``probslot evaluate RUN_DIR``
-_POSITIONAL = {"run_dir": "--run_dir", "run_dirs": "--run_dirs+", "name": "--name"}
+_POSITIONAL = {
+    "run_dir": "--run_dir",
+    "run_dirs": "--run_dirs+",
+    "name": "--name",
+    "source": "--source",
+    "store": "--store",
+}
 
 
 def _underscore_option(arg: str) -> str:
@@ -391,7 +586,7 @@ def normalise_argv(argv: Sequence[str]) -> list[str]:
     ``probslot evaluate RUN --max-images 10`` becomes ``evaluate --run_dir RUN --max_images 10``
     and ``probslot compare A B C`` becomes ``compare --run_dirs+ A --run_dirs+ B ...``: the
     tokens right after the subcommand that are not options fill its first parameter when that
-    parameter is ``run_dir``, ``run_dirs`` or ``name``. (jsonargparse's own positionals,
+    parameter is ``run_dir``, ``run_dirs``, ``name``, ``source`` or ``store``. (jsonargparse's own positionals,
     ``as_positional=True``, would stop ``--run_dir RUN`` working, which the docs also write.)
 
     Raises:

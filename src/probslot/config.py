@@ -54,6 +54,7 @@ T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"
 
 Precision = Literal["32", "bf16-mixed", "16-mixed"]
+Progress = Literal["auto", "bar", "lines", "none"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +100,9 @@ class OptimConfig:
                        lower end gives sharper responsibilities, so a plain background stays in
                        one slot instead of being shared by several (docs/pruning.md).
         temperature_steps: length of that anneal in optimiser steps.
+        max_bad_steps: stop training (with a one-line error) after this many consecutive steps
+                       whose loss or gradient is not finite; such steps never update the
+                       weights. 0 = never stop (they are still skipped and counted).
     """
 
     lr: float = 2e-4
@@ -117,6 +121,7 @@ class OptimConfig:
     prune_tau_steps: int = 0
     temperature_start: float = 0.0
     temperature_steps: int = 0
+    max_bad_steps: int = 50
 
     def __post_init__(self) -> None:
         check_float("optim.lr", self.lr, low=0.0, low_open=True, hint="e.g. optim.lr=2e-4")
@@ -139,6 +144,7 @@ class OptimConfig:
         check_int("optim.prune_tau_steps", self.prune_tau_steps, low=0, hint="0 = no ramp")
         check_float("optim.temperature_start", self.temperature_start, low=0.0, hint="0 = off")
         check_int("optim.temperature_steps", self.temperature_steps, low=0)
+        check_int("optim.max_bad_steps", self.max_bad_steps, low=0, hint="0 = never stop")
         if (self.temperature_start > 0) != (self.temperature_steps > 0):
             raise ValueError(
                 "optim.temperature_start and optim.temperature_steps go together (an anneal needs "
@@ -166,6 +172,12 @@ class TrainerConfig:
         val_batches: number of validation batches per validation (0 = the whole split).
         num_threads: torch intra-op CPU threads (0 = torch's default). On a busy shared CPU,
                      1 thread avoids OpenMP spin-waiting and can be many times faster than 2.
+        checkpoint_every: also write ``last.ckpt`` every this many steps (0 = only after each
+                     validation), so a killed run loses at most this many steps.
+        checkpoint_minutes: also write ``last.ckpt`` when this many minutes have passed since
+                     the last one (0 = no time interval).
+        progress:    how training reports progress: "auto" (a redrawn bar on a terminal, plain
+                     periodic lines otherwise), "bar", "lines" or "none".
     """
 
     max_steps: int = 100_000
@@ -184,6 +196,9 @@ class TrainerConfig:
     max_minutes: float = 0.0
     val_batches: int = 0
     num_threads: int = 0
+    checkpoint_every: int = 500
+    checkpoint_minutes: float = 10.0
+    progress: Progress = "auto"
 
     def __post_init__(self) -> None:
         check_int("trainer.max_steps", self.max_steps, low=1)
@@ -202,6 +217,9 @@ class TrainerConfig:
         check_float("trainer.max_minutes", self.max_minutes, low=0.0, hint="0 = no limit")
         check_int("trainer.val_batches", self.val_batches, low=0, hint="0 = the whole split")
         check_int("trainer.num_threads", self.num_threads, low=0, hint="0 = torch's default")
+        check_int("trainer.checkpoint_every", self.checkpoint_every, low=0, hint="0 = off")
+        check_float("trainer.checkpoint_minutes", self.checkpoint_minutes, low=0.0, hint="0 = off")
+        check_choice("trainer.progress", self.progress, typing.get_args(Progress))
 
 
 @dataclass(frozen=True)
@@ -243,10 +261,11 @@ def _model_config_cls() -> type:
     return ModelConfig
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class RunConfig:
     """Everything that defines a training run: data, model, optimiser and trainer settings, and
-    the defaults of `probslot prune` for its model."""
+    the defaults of `probslot prune` for its model. Its repr is the YAML of `dump_config`, one
+    key a line, the form config files and run directories use."""
 
     data: Any = field(default_factory=lambda: _data_config_cls()())
     model: Any = field(default_factory=lambda: _model_config_cls()())
@@ -266,6 +285,10 @@ class RunConfig:
                 f"data.image_size={data_size} but the model takes images of size {list(model_hw)}; "
                 f"set model.image_size={data_size} (or data.image_size to match the model)"
             )
+
+    def __repr__(self) -> str:
+        body = dump_config(self).rstrip("\n").replace("\n", "\n  ")
+        return f"RunConfig(\n  {body}\n)"
 
     #: field name → dataclass, resolved lazily so that ``probslot.config`` imports stay light.
     @staticmethod
@@ -498,7 +521,13 @@ def load_config(
     if path_or_name is not None:
         file = resolve_preset(path_or_name)
         with open(file, encoding="utf-8") as fh:
-            loaded = yaml.safe_load(fh) or {}
+            try:
+                loaded = yaml.safe_load(fh) or {}
+            except yaml.YAMLError as err:
+                where = getattr(err, "problem_mark", None)
+                at = f" (line {where.line + 1}, column {where.column + 1})" if where else ""
+                problem = getattr(err, "problem", None) or type(err).__name__
+                raise ValueError(f"{file} is not valid YAML{at}: {problem}") from None
         if not isinstance(loaded, Mapping):
             raise TypeError(
                 f"{file}: a config file must hold a mapping with keys data, model, optim, trainer (and prune); "

@@ -20,6 +20,7 @@ which sits above :mod:`probslot.config`).
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +33,10 @@ from probslot.atomic import atomic_write_bytes, atomic_write_text
 
 __all__ = [
     "RunPaths",
+    "canonical_safetensors",
     "load_model",
     "load_run_config",
+    "read_weights",
     "save_model_weights",
     "write_metrics",
     "write_model_card",
@@ -86,14 +89,26 @@ def write_metrics(path: str | Path, metrics: Mapping[str, Any]) -> Path:
 
 
 # --------------------------------------------------------------------------- weights
+def canonical_safetensors(raw: bytes) -> bytes:
+    """`raw` safetensors bytes with a deterministic header: the same tensors and metadata give
+    the same bytes (and sha256). ``safetensors`` writes the metadata in hash-map order, which
+    changes from one process to the next; the tensor data and its offsets are kept as they are."""
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the 8-byte alignment safetensors keeps for the data
+    return struct.pack("<Q", len(text)) + text + raw[8 + length :]
+
+
 def save_model_weights(
     model: nn.Module, path: str | Path, metadata: dict[str, str] | None = None
 ) -> Path:
-    """Write ``model.state_dict()`` as safetensors (atomically)."""
+    """Write ``model.state_dict()`` as safetensors (atomically, with a canonical header, so two
+    runs with identical weights write identical files)."""
     from safetensors.torch import save
 
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    return atomic_write_bytes(path, save(state, metadata=metadata))
+    return atomic_write_bytes(path, canonical_safetensors(save(state, metadata=metadata)))
 
 
 def _run_dir(path: str | Path) -> Path:
@@ -129,8 +144,6 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
     Raises:
         FileNotFoundError: `path` is missing, or lacks config.yaml / model.safetensors.
     """
-    from safetensors.torch import load_file
-
     from probslot.models import build_model
 
     cfg = load_run_config(path)
@@ -141,9 +154,34 @@ def load_model(path: str | Path, map_location: str | torch.device = "cpu") -> nn
             f"interrupted). Resume it with `probslot train --config {paths.config} --resume`"
         )
     model = build_model(cfg.model)
-    state = load_file(str(paths.weights), device=str(map_location))
-    model.load_state_dict(state, strict=True)
+    state = read_weights(paths.weights, device=str(map_location))
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as err:
+        first = " ".join(str(err).split())[:300]
+        raise ValueError(
+            f"{str(paths.weights)!r} does not hold the weights of the model in "
+            f"{str(paths.config)!r} ({first}); the files come from different runs"
+        ) from None
     return model.to(map_location).eval()
+
+
+def read_weights(path: str | Path, device: str = "cpu") -> dict[str, torch.Tensor]:
+    """The tensors of a ``model.safetensors`` (safetensors never runs code from the file).
+
+    Raises:
+        ValueError: the file is truncated, corrupt or not a safetensors file.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device=device)
+    except SafetensorError as err:
+        raise ValueError(
+            f"{str(path)!r} is not a readable safetensors file ({err}); it is truncated or "
+            "was not written by probslot. Re-export it by resuming the run, or retrain"
+        ) from None
 
 
 # --------------------------------------------------------------------------- model card

@@ -46,5 +46,8 @@ def test_train_evaluate_compare_report(tmp_path: Path, capsys) -> None:
         main(["report", "--run_dirs", listing, "--out", str(out), "--compare", str(cmp_dir)]) == 0
     )
     text = out.read_text()
-    assert text.count('data-section="') == 15 and "training curves" in text
+    from probslot.reports.html import SECTION_KINDS
+
+    assert text.count('data-section="') == 2 * len(SECTION_KINDS) + 1  # per run + comparison
+    assert "training curves" in text
     assert capsys.readouterr().out.rstrip().endswith(f"summary written to {out.with_suffix('.md')}")

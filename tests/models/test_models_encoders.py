@@ -10,6 +10,15 @@ from probslot.typing import EncoderOutput
 B, H, W = 2, 12, 20  # pairwise distinct, so swapped axes fail
 
 TINY = {"cnn": {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2], "out_dim": 7}}
+# the ViTs: random weights, unfrozen (so every parameter can get a gradient), the final norm on,
+# images resized inside to one patch row of two patches (tests/models/test_models_vit.py has more)
+_VIT = {"weights": "random", "freeze": False, "norm": True}
+TINY |= {
+    name: {**_VIT, "input_size": [p, 2 * p]}
+    for name, p in [("dino-vits16", 16), ("dino-vitb16", 16), ("dinov2-vits14", 14),
+                    ("dinov2-vitb14", 14), ("dinov2-vits14-reg", 14), ("dinov2-vitb14-reg", 14)]
+}  # fmt: skip
+TINY["vit"] = {**_VIT, "patch_size": 4, "embed_dim": 8, "depth": 2, "num_heads": 2, "pos_grid": 3}
 
 
 def test_every_registered_encoder_has_tiny_settings():

@@ -107,16 +107,19 @@ def test_sample_writes_grid_of_scenes_and_slots(run_dir, tmp_path, capsys):
     out = sample(str(run_dir), num=3, out=str(tmp_path / "s.png"), seed=2)
     assert out == tmp_path / "s.png"
     img = Image.open(out)
-    # 16 px images are upscaled 4× to 64 px; rows = scenes, columns = scene + 4 slots (+ gap)
+    # 16 px images are upscaled 4× to 64 px; rows = scenes, columns = scene + 4 slots (+ gap);
+    # the grid is drawn pixel for pixel under a title, column headers and each slot's π
     pad = 2
-    assert img.size == (5 * 64 + 6 * pad + 3 * pad, 3 * 64 + 4 * pad)
+    w, h = img.size
+    assert w >= 5 * 64 + 6 * pad + 3 * pad and h >= 3 * 64 + 4 * pad + 90
     assert str(out) in capsys.readouterr().out
     # same seed → same picture; default output inside the run directory
     again = sample(str(run_dir), num=3, out=str(tmp_path / "t.png"), seed=2)
     assert again.read_bytes() == out.read_bytes()
     default = sample(str(run_dir), num=2, num_slots=2)
     assert default == run_dir / "samples.png"
-    assert Image.open(default).size == (3 * 64 + 4 * pad + 3 * pad, 2 * 64 + 3 * pad)
+    w2, h2 = Image.open(default).size
+    assert h2 == h - 64 - pad and w2 >= 3 * 64 + 4 * pad + 3 * pad  # one scene less
 
 
 def test_sample_grid_layout_and_values():

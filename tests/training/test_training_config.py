@@ -245,3 +245,15 @@ def test_configs_are_frozen() -> None:
     cfg = OptimConfig()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.lr = 1.0  # type: ignore[misc]
+
+
+def test_run_config_repr_is_its_yaml() -> None:
+    import yaml
+
+    from probslot.config import RunConfig, load_config
+
+    cfg = load_config("demo")
+    text = repr(cfg)
+    assert text.startswith("RunConfig(\n  data:\n") and text.endswith("\n)")
+    body = "\n".join(line[2:] for line in text.splitlines()[1:-1])
+    assert RunConfig.from_dict(yaml.safe_load(body)) == cfg

@@ -145,19 +145,22 @@ def test_atomic_write_keeps_old_file_when_writing_fails(tmp_path: Path) -> None:
 
 
 def test_atomic_checkpoint_io_round_trip_and_failure(tmp_path: Path) -> None:
+    from probslot.training.checkpoint import probslot_section
+
     io = AtomicCheckpointIO()
     path = tmp_path / "last.ckpt"
-    io.save_checkpoint({"global_step": 3, "w": torch.arange(5)}, path)
+    ours = {"global_step": 3, "state_dict": {"w": torch.arange(5)}, "probslot": probslot_section()}
+    io.save_checkpoint(ours, path)
     loaded = io.load_checkpoint(path)
     assert loaded["global_step"] == 3
-    torch.testing.assert_close(loaded["w"], torch.arange(5))
+    torch.testing.assert_close(loaded["state_dict"]["w"], torch.arange(5))
 
     class Unpicklable:
         def __reduce__(self) -> object:
             raise RuntimeError("cannot pickle")
 
     with pytest.raises(RuntimeError, match="cannot pickle"):
-        io.save_checkpoint({"global_step": 4, "bad": Unpicklable()}, path)
+        io.save_checkpoint({**ours, "global_step": 4, "bad": Unpicklable()}, path)
     assert io.load_checkpoint(path)["global_step"] == 3  # the previous checkpoint survives
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]
 

@@ -17,7 +17,7 @@ import probslot
 from probslot.config import load_config
 from probslot.io import RunPaths
 from probslot.models import build_model
-from probslot.training import train
+from probslot.training import load_checkpoint, train
 
 
 class _RecordStart(pl.Callback):
@@ -75,7 +75,7 @@ def test_fresh_run_refuses_to_overwrite_a_checkpoint(tiny_yaml: Path) -> None:
 
 def test_resume_continues_step_count_and_optimizer_state(tiny_yaml: Path) -> None:
     first = train(_cfg(tiny_yaml, "trainer.max_steps=2"), progress=False)
-    ckpt = torch.load(RunPaths(first.run_dir).last_ckpt, weights_only=False)
+    ckpt = load_checkpoint(RunPaths(first.run_dir).last_ckpt)
     assert ckpt["global_step"] == 2
 
     recorder = _RecordStart()
@@ -95,7 +95,7 @@ def test_resume_continues_step_count_and_optimizer_state(tiny_yaml: Path) -> Non
     for k, v in seen["weights"].items():
         torch.testing.assert_close(v, ckpt["state_dict"][f"model.{k}"])
     assert second["steps"] == 5
-    again = torch.load(RunPaths(second.run_dir).last_ckpt, weights_only=False)
+    again = load_checkpoint(RunPaths(second.run_dir).last_ckpt)
     assert again["global_step"] == 5
     assert {float(s["step"]) for s in again["optimizer_states"][0]["state"].values()} == {5.0}
 
@@ -112,7 +112,7 @@ def test_load_model_round_trips_outputs_exactly(tiny_yaml: Path) -> None:
     assert not loaded.training
 
     # Reference: the EMA weights inside the Lightning checkpoint, in a model built directly.
-    ckpt = torch.load(paths.last_ckpt, weights_only=False)
+    ckpt = load_checkpoint(paths.last_ckpt)
     ema_state = {
         k.removeprefix("ema.module."): v
         for k, v in ckpt["state_dict"].items()

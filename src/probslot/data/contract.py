@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import Tensor
+from torch.utils.data import get_worker_info
 
 from probslot.registry import Registry
 
@@ -67,7 +68,13 @@ def collate(batch: Sequence[Mapping[str, Any]]) -> dict[str, Tensor]:
         values = [item[key] for item in batch]
         first = values[0]
         if isinstance(first, Tensor):
-            out[key] = torch.stack(values)
+            shared = None
+            if get_worker_info() is not None:  # in a DataLoader worker: stack into shared memory
+                # once, as torch's default_collate does, instead of copying there when sent
+                numel = sum(v.numel() for v in values)
+                storage = first._typed_storage()._new_shared(numel, device=first.device)
+                shared = first.new(storage).resize_(len(values), *first.shape)
+            out[key] = torch.stack(values, out=shared)
         elif isinstance(first, bool):
             out[key] = torch.tensor(values, dtype=torch.bool)
         elif isinstance(first, int):

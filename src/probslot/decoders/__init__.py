@@ -11,6 +11,7 @@ from __future__ import annotations
 from torch import nn
 
 from probslot.decoders.conv import NonAdditiveDecoder
+from probslot.decoders.features import AutoregressiveFeatureDecoder, FeatureMLPDecoder
 from probslot.decoders.spatial_broadcast import (
     AdditiveDecoder,
     BroadcastMLPDecoder,
@@ -21,8 +22,11 @@ from probslot.registry import Registry
 
 __all__ = [
     "DECODERS",
+    "FEATURE_DECODERS",
     "AdditiveDecoder",
+    "AutoregressiveFeatureDecoder",
     "BroadcastMLPDecoder",
+    "FeatureMLPDecoder",
     "NonAdditiveDecoder",
     "SpatialBroadcastDecoder",
     "TransformerDecoder",
@@ -36,6 +40,12 @@ DECODERS.register("broadcast")(SpatialBroadcastDecoder)
 DECODERS.register("broadcast-mlp")(BroadcastMLPDecoder)
 DECODERS.register("noa")(NonAdditiveDecoder)
 DECODERS.register("transformer")(TransformerDecoder)
+
+#: Decoders that reconstruct the encoder's tokens (DINOSAUR), for ``ModelConfig.target:
+#: features``: factories take ``slot_dim``, ``grid`` and ``feature_dim`` (`decoders.features`).
+FEATURE_DECODERS: Registry[nn.Module] = Registry("feature decoder")
+FEATURE_DECODERS.register("feature-mlp")(FeatureMLPDecoder)
+FEATURE_DECODERS.register("feature-transformer")(AutoregressiveFeatureDecoder)
 
 
 def build_decoder(name: str, **kwargs) -> nn.Module:

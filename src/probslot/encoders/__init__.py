@@ -9,6 +9,7 @@ from __future__ import annotations
 from torch import nn
 
 from probslot.encoders.cnn import CNNEncoder
+from probslot.encoders.vit import VIT_ARCHS, ViTArch, ViTEncoder, named_factories
 from probslot.layers import SoftPositionEmbed, build_grid, make_activation
 from probslot.registry import Registry
 
@@ -16,6 +17,9 @@ __all__ = [
     "ENCODERS",
     "CNNEncoder",
     "SoftPositionEmbed",
+    "VIT_ARCHS",
+    "ViTArch",
+    "ViTEncoder",
     "available_encoders",
     "build_encoder",
     "build_grid",
@@ -24,6 +28,9 @@ __all__ = [
 
 ENCODERS: Registry[nn.Module] = Registry("encoder")
 ENCODERS.register("cnn")(CNNEncoder)
+# frozen DINO / DINOv2 ViTs reading the published checkpoints (and `vit` of any size)
+for _name, _factory in named_factories().items():
+    ENCODERS.register(_name)(_factory)
 
 
 def build_encoder(name: str, **kwargs) -> nn.Module:

@@ -89,7 +89,12 @@ def compare(
         overrides: data overrides such as data.num_test=1024 (also as bare arguments;
             `probslot.runs`).
     """
-    from probslot.evaluation.compare import COMPARE_FILE, CompareConfig, compare_runs
+    from probslot.evaluation.compare import (
+        COMPARE_FILE,
+        CompareConfig,
+        compare_runs,
+        summary_lines,
+    )
 
     cfg = CompareConfig(
         split=split,
@@ -99,9 +104,8 @@ def compare(
         data_overrides=tuple(overrides or ()),
     )
     result = compare_runs(run_dirs, out, cfg)
-    for key, stats in result["summary"].items():
-        if stats["mean"] is not None:
-            print(f"{key}: {stats['mean']:.4f} ± {stats['std']:.4f} over {stats['n']} pairs")
+    for line in summary_lines(result):  # one pair: its value, no ±; degenerate KLs: warnings
+        print(line)
     path = Path(out) / COMPARE_FILE
     print(f"comparison written to {path} and {Path(out) / result['figure']}")
     return path

@@ -294,6 +294,20 @@ def evaluate_run(
             f"the {cfg.split!r} split of {paths.root} is empty; add the data override "
             f"data.num_{cfg.split}=N"
         )
+    if getattr(model, "target", "pixels") == "features":  # DINOSAUR-style: object discovery
+        from probslot.evaluation.objects import evaluate_objects
+
+        torch.manual_seed(cfg.seed)
+        with _Progress(cfg.progress, f"evaluate {paths.root.name} [{cfg.split}]", m) as bar:
+            found = evaluate_objects(model, dataset, m, cfg.batch_size, progress=bar)
+        notes = [
+            "feature model: object discovery (mBO_i, mBO_c, FG-ARI, CorLoc) on decoder and "
+            "attention masks; no pixel reconstruction, identifiability or panels (docs/real-images.md)"
+        ]
+        result = {"run": str(paths.root), "split": cfg.split, "target": "features", **found}
+        result["notes"] = notes
+        write_metrics(paths.root / EVAL_FILE, result)
+        return result
     first = dataset[0]
     if not isinstance(first, dict) or "image" not in first:
         keys = sorted(first) if isinstance(first, dict) else type(first).__name__

@@ -6,6 +6,8 @@ Identifiability (slot sets are (m images, k slots, d dims); ``slots_a`` is the t
 Matching: `match_slots`, `match_masks`, `permute_slots`, `hungarian`, `pairwise_cost`.
 Segmentation ((b, h, w) integer label maps): `ari`, `fg_ari`, `mbo`, `best_overlap`,
     `masks_to_labels`, `ARIMetric`, `MBOMetric`.
+Real images (with ignore masks): `mbo_instance`, `mbo_class`, `fg_ari_ignore`, `corloc`,
+    `mask_boxes`, `object_metrics`.
 Reconstruction: `mse`, `fg_mse`, `MSEMetric`.
 Generation: `frechet_distance`, `gaussian_frechet_distance`, `kernel_inception_distance`,
     `FeatureExtractor`, `InceptionFeatures`, `extract_features`, `fid_metric`, `kid_metric`.
@@ -46,6 +48,14 @@ from probslot.metrics.matching import (
     pairwise_cost,
     permute_slots,
 )
+from probslot.metrics.objects import (
+    corloc,
+    fg_ari_ignore,
+    mask_boxes,
+    mbo_class,
+    mbo_instance,
+    object_metrics,
+)
 from probslot.metrics.reconstruction import MSEMetric, fg_mse, mse
 from probslot.metrics.regression import KRRConfig
 from probslot.metrics.segmentation import (
@@ -77,8 +87,10 @@ __all__ = [
     "best_overlap",
     "compositional_contrast",
     "contingency",
+    "corloc",
     "extract_features",
     "fg_ari",
+    "fg_ari_ignore",
     "fg_mse",
     "fid_metric",
     "frechet_distance",
@@ -86,12 +98,16 @@ __all__ = [
     "hungarian",
     "kernel_inception_distance",
     "kid_metric",
+    "mask_boxes",
     "masks_to_labels",
     "match_masks",
     "match_slots",
     "match_slots_mapped",
     "mbo",
+    "mbo_class",
+    "mbo_instance",
     "mse",
+    "object_metrics",
     "pairwise_cost",
     "permute_slots",
     "sis",

@@ -11,6 +11,7 @@ from __future__ import annotations
 from probslot.models.autoencoder import SlotAutoencoder
 from probslot.models.builder import build_model
 from probslot.models.config import PRESETS, ModelConfig, Preset, available_presets, get_preset
+from probslot.models.features import FeatureAutoencoder, TokenMLP
 from probslot.models.likelihood import (
     LIKELIHOODS,
     MSE,
@@ -23,9 +24,11 @@ __all__ = [
     "MSE",
     "PRESETS",
     "DiscretisedGaussian",
+    "FeatureAutoencoder",
     "ModelConfig",
     "Preset",
     "SlotAutoencoder",
+    "TokenMLP",
     "available_presets",
     "build_likelihood",
     "build_model",

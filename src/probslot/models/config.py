@@ -6,7 +6,7 @@ import dataclasses
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from probslot.registry import Registry, closest, did_you_mean
 from probslot.validation import check_positive_int
@@ -107,6 +107,14 @@ _RESERVED = {
 }
 
 
+#: ... and those it fills for a feature decoder (target: features)
+_RESERVED_FEATURE_DECODER = {
+    "slot_dim": "set ModelConfig.slot_dim",
+    "grid": "it is the encoder's token grid at ModelConfig.image_size",
+    "feature_dim": "it is the encoder's out_dim",
+}
+
+
 #: Grouping options renamed since they were introduced: old name → (new name, value map, why).
 #: A config (or a run directory's config.yaml) that uses an old name still loads; it gets a
 #: one-line deprecation message and the new option.
@@ -142,8 +150,12 @@ def _renamed_grouping_options(kwargs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _registries() -> dict[str, Registry]:
-    from probslot.decoders import DECODERS
+Target = Literal["pixels", "features"]
+
+
+def _registries(target: str = "pixels") -> dict[str, Registry]:
+    """The registry of each component kind; feature targets take `FEATURE_DECODERS`."""
+    from probslot.decoders import DECODERS, FEATURE_DECODERS
     from probslot.encoders import ENCODERS
     from probslot.models.likelihood import LIKELIHOODS
     from probslot.nn import GROUPINGS
@@ -151,9 +163,45 @@ def _registries() -> dict[str, Registry]:
     return {
         "encoder": ENCODERS,
         "grouping": GROUPINGS,
-        "decoder": DECODERS,
+        "decoder": FEATURE_DECODERS if target == "features" else DECODERS,
         "likelihood": LIKELIHOODS,
     }
+
+
+def _check_target(cfg: ModelConfig) -> None:
+    """`target` is a choice, the decoder fits it, and the feature-only options go with it."""
+    from probslot.decoders import DECODERS, FEATURE_DECODERS
+    from probslot.validation import check_choice
+
+    check_choice("ModelConfig.target", cfg.target, ("pixels", "features"))
+    if cfg.target == "features" and cfg.decoder is None:
+        raise ValueError(
+            "ModelConfig.target: features needs a feature decoder; set decoder to one of "
+            f"{', '.join(FEATURE_DECODERS.available())} (presets draw images)"
+        )
+    if isinstance(cfg.decoder, str):
+        wrong, fix = (DECODERS, "target: pixels")
+        if cfg.target != "features":
+            wrong, fix = FEATURE_DECODERS, "target: features"
+        if cfg.decoder in wrong:
+            kind = "images" if wrong is DECODERS else "the encoder's features"
+            right = FEATURE_DECODERS if wrong is DECODERS else DECODERS
+            raise ValueError(
+                f"decoder {cfg.decoder!r} reconstructs {kind} but ModelConfig.target is "
+                f"{cfg.target!r}; set {fix} or a decoder of {', '.join(right.available())}"
+            )
+    if cfg.token_mlp is not None:
+        check_positive_int("ModelConfig.token_mlp", cfg.token_mlp)
+        if cfg.target != "features":
+            raise ValueError(
+                "ModelConfig.token_mlp is the MLP between frozen encoder features and the "
+                f"grouping (DINOSAUR); it needs target: features, got target {cfg.target!r}"
+            )
+    if cfg.target == "features" and cfg.likelihood not in (None, "mse"):
+        raise ValueError(
+            f"feature reconstruction is scored by the mean squared error; got likelihood "
+            f"{cfg.likelihood!r}. Set likelihood: mse (or leave it unset)"
+        )
 
 
 def _accepted_options(factory: Callable[..., Any]) -> list[str] | None:
@@ -185,6 +233,11 @@ class ModelConfig:
         iters: grouping iterations T; None = the preset's (PSA 5, SA 3), else 3.
         likelihood: ``mse`` or ``dgauss``; None = the preset's (else ``mse``).
         likelihood_kwargs: options, e.g. ``{"autoregressive": True}`` for ``dgauss``.
+        target: ``pixels`` (reconstruct the image) or ``features`` (reconstruct a frozen
+            encoder's tokens with a decoder of `probslot.decoders.FEATURE_DECODERS`: DINOSAUR,
+            the paper's real-image setup; the loss is then the mean squared error).
+        token_mlp: hidden width of DINOSAUR's MLP from the frozen features to the grouping
+            (LayerNorm → Linear → ReLU → Linear to ``slot_dim``); None = no MLP. Features only.
     """
 
     preset: str | None = "PSA"
@@ -200,10 +253,13 @@ class ModelConfig:
     iters: int | None = None
     likelihood: str | None = None
     likelihood_kwargs: dict[str, Any] = field(default_factory=dict)
+    target: Target = "pixels"
+    token_mlp: int | None = None
 
     def __post_init__(self) -> None:
         if self.preset is not None:
             get_preset(self.preset)
+        _check_target(self)
         if isinstance(self.grouping_kwargs, dict):
             object.__setattr__(
                 self, "grouping_kwargs", _renamed_grouping_options(self.grouping_kwargs)
@@ -214,7 +270,10 @@ class ModelConfig:
             check_positive_int(f"ModelConfig.{name}", value)
         if self.iters is not None:
             check_positive_int("ModelConfig.iters", self.iters)
-        registries = _registries()
+        registries = _registries(self.target)
+        reserved = dict(_RESERVED)
+        if self.target == "features":
+            reserved["decoder"] = _RESERVED_FEATURE_DECODER
         for kind, registry in registries.items():
             name = getattr(self, kind)
             if name is not None and not isinstance(name, str):
@@ -229,9 +288,9 @@ class ModelConfig:
                     f"ModelConfig.{kind}_kwargs must be a dict with str keys; got {kwargs!r}"
                 )
             for key in kwargs:
-                if key in _RESERVED[kind]:
+                if key in reserved[kind]:
                     raise ValueError(
-                        f"ModelConfig.{kind}_kwargs must not set {key!r} ({_RESERVED[kind][key]}); "
+                        f"ModelConfig.{kind}_kwargs must not set {key!r} ({reserved[kind][key]}); "
                         f"got {kind}_kwargs={kwargs!r}"
                     )
         if self.preset is None:
@@ -250,7 +309,7 @@ class ModelConfig:
                 continue
             for key in resolved[f"{kind}_kwargs"]:
                 if key not in accepted:
-                    options = [a for a in accepted if a not in _RESERVED[kind]]
+                    options = [a for a in accepted if a not in reserved[kind]]
                     suggestion = did_you_mean(key, options)
                     raise ValueError(
                         f"unknown option {key!r} for {kind} {resolved[kind]!r} in "
@@ -293,7 +352,9 @@ class ModelConfig:
             "encoder": pick(self.encoder, preset and preset.encoder, None),
             "grouping": pick(self.grouping, preset and preset.grouping, None),
             "decoder": pick(self.decoder, preset and preset.decoder, None),
-            "likelihood": pick(self.likelihood, preset and preset.likelihood, "mse"),
+            "likelihood": "mse"
+            if self.target == "features"
+            else pick(self.likelihood, preset and preset.likelihood, "mse"),
             "iters": pick(self.iters, preset and preset.iters, 3),
             "encoder_kwargs": dict(self.encoder_kwargs),
             "grouping_kwargs": grouping_kwargs,

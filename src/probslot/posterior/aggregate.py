@@ -576,6 +576,81 @@ class AggregatePosterior(GaussianMixture):
         info.update(user_metadata)
         return cls(mu, var, pi, info)
 
+    @classmethod
+    def fit_distributed(
+        cls,
+        model: nn.Module,
+        dataset: Any,
+        batch_size: int = 64,
+        *,
+        max_images: int | None = None,
+        collate_fn: Any = None,
+        dtype: torch.dtype = torch.float32,
+        weighting: Weighting = "plain",
+        num_slots: int | None = None,
+        progress: bool = False,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> AggregatePosterior:
+        """`fit` with every process of an initialised ``torch.distributed`` group.
+
+        Of the first M = min(len(dataset), max_images) images, process r encodes the contiguous
+        block [r·M/W, (r+1)·M/W); the parts are gathered and merged in rank order (`merge`), so
+        every process returns the posterior of the M images in dataset order, as one process
+        fitting them would (eval-mode encoding treats every image alone: the slot noise is the
+        fixed draw of inference, `probslot.nn.layers.slot_noise`). Without a process group, or
+        with one process, this is `fit` on the M images. The metadata is that of `fit`.
+
+        Args:
+            dataset: a map-style dataset of items accepted by `fit`'s batches (e.g. dicts with
+                ``"image"``); `collate_fn` builds the batches (``probslot.data.contract.collate``
+                for probslot's datasets).
+            batch_size: images per `encode` call on each process.
+            The other arguments are `fit`'s.
+        """
+        from torch.utils.data import DataLoader, Subset
+
+        if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+            raise TypeError(
+                "fit_distributed needs a map-style dataset (len and indexing) to share among "
+                f"processes; got {type(dataset).__name__}. Use fit(model, loader) on one process"
+            )
+        check_positive_int("batch_size", batch_size)
+        if max_images is not None:
+            check_positive_int("max_images", max_images)
+        total = len(dataset) if max_images is None else min(len(dataset), max_images)
+        dist = torch.distributed
+        world = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        rank = dist.get_rank() if world > 1 else 0
+        if total < world:
+            raise ValueError(
+                f"fit_distributed: {total} images cannot be shared among {world} processes; "
+                "use fewer processes or more images"
+            )
+        lo, hi = rank * total // world, (rank + 1) * total // world
+        loader = DataLoader(
+            Subset(dataset, range(lo, hi)), batch_size=batch_size, collate_fn=collate_fn
+        )
+        part = cls.fit(
+            model,
+            loader,
+            dtype=dtype,
+            weighting=weighting,
+            num_slots=num_slots,
+            progress=progress and rank == 0,
+            metadata=metadata,
+        )
+        info = part.metadata
+        if "dataset" not in (metadata or {}):
+            info["dataset"] = type(dataset).__name__  # not the Subset of this process
+        if world == 1:
+            return cls(part.mu, part.var, part.pi, info)
+        local = (part.mu.cpu(), part.var.cpu(), part.pi.cpu())
+        gathered: list[Any] = [None] * world
+        dist.all_gather_object(gathered, local)  # within the job's own process group
+        merged = cls.merge([cls(mu, var, pi) for mu, var, pi in gathered])
+        info["num_images"] = merged.num_images
+        return cls(merged.mu, merged.var, merged.pi, info)
+
 
 def _keep(x: Tensor, dtype: torch.dtype) -> Tensor:
     """x in `dtype` on its device, owning its memory (a view would pin the model's whole output)."""

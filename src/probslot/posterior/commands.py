@@ -53,6 +53,7 @@ __all__ = [
     "load_psa_run",
     "prune",
     "sample",
+    "sample_figure",
     "sample_grid",
     "split_loader",
 ]
@@ -237,11 +238,76 @@ def sample_grid(
     return grid
 
 
-def _write_png(path: Path, grid: Tensor) -> Path:
-    from PIL import Image
+def sample_figure(
+    scenes: Tensor,
+    parts: Tensor | None = None,
+    shares: Tensor | None = None,
+    scale: int = 1,
+    pad: int = 2,
+) -> Any:
+    """The `sample_grid` image as a titled matplotlib Figure: column headers, row numbers and
+    each slot's π written in its cell.
+
+    Args:
+        scenes, parts, scale, pad: as in `sample_grid`.
+        shares: (s, k) π of each part, in the order of `parts`: the share of the scene's pixels
+            in the slot's decoder mask. A sampled slot has no encoder π (it was never inferred
+            from an image); this is its decoder-side counterpart, π_k = (1/N) Σ_n A_nk with the
+            decoder masks in place of the E-step's responsibilities.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    grid = sample_grid(scenes, parts, scale=scale, pad=pad)
+    s, _, h, w = scenes.shape
+    ch, cw = h * scale, w * scale
+    height, width = grid.shape[:2]
+    dpi, top, bottom = 100, 0.95, 0.1  # margins in inches
+    fw = max(width / dpi + 0.55, 5.0)  # wide enough for the title
+    left = (fw - width / dpi) / 2
+    fh = height / dpi + top + bottom
+    fig = plt.figure(figsize=(fw, fh), dpi=dpi)
+    ax = fig.add_axes((left / fw, bottom / fh, width / dpi / fw, height / dpi / fh))
+    ax.imshow(grid.numpy(), interpolation="nearest")
+    ax.set_axis_off()
+    text = {"fontsize": 7, "ha": "center"}
+    if parts is not None:
+        k = parts.shape[1]
+        gap = 3 * pad
+        ax.text(pad + cw / 2, -4, "generated\nscene", va="bottom", **text)
+        for j in range(k):
+            x = pad + (1 + j) * (cw + pad) + gap
+            ax.text(x + cw / 2, -4, f"slot {j + 1}", va="bottom", **text)
+            for i in range(s if shares is not None else 0):
+                y = pad + i * (ch + pad)
+                ax.text(
+                    x + 2, y + ch - 2, f"π {float(shares[i, j]):.2f}", fontsize=6.5, color="white",
+                    va="bottom", ha="left",
+                    bbox={"facecolor": "black", "alpha": 0.55, "pad": 0.8, "lw": 0},
+                )  # fmt: skip
+        for i in range(s):
+            ax.text(
+                -4, pad + i * (ch + pad) + ch / 2, str(i + 1), va="center", ha="right", fontsize=7
+            )
+        title = (
+            f"{s} generated scenes: every slot drawn i.i.d. from\nthe aggregate posterior q(z), "
+            "then decoded; π = the slot's share\nof the scene (its decoder mask), largest first"
+        )
+    else:
+        title = f"{s} generated scenes: every slot drawn i.i.d. from\nthe aggregate posterior q(z)"
+    fig.suptitle(title, fontsize=8, y=1 - 0.08 / fh, va="top")
+    return fig
+
+
+def _write_figure(path: Path, fig: Any) -> Path:
+    """Save a Figure as PNG atomically, pixel for pixel (no tight bounding box), and close it."""
+    import matplotlib.pyplot as plt
 
     buf = io.BytesIO()
-    Image.fromarray(grid.numpy()).save(buf, format="PNG")
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
     return atomic_write_bytes(path, buf.getvalue())
 
 
@@ -279,22 +345,24 @@ def sample(
     generator = torch.Generator().manual_seed(seed)
     slots = posterior.sample_scenes(num, k, generator=generator)  # (s, k, d)
     device = next(iter(model.parameters())).device
-    scenes, parts = [], []
+    scenes, parts, shares = [], [], []
     with torch.inference_mode():
         for chunk in slots.split(64):
             dec = model.decode(chunk.to(device))
             scenes.append(dec.recon.clamp(0, 1).cpu())
             if dec.masks is not None and dec.per_slot is not None:
                 comp = (dec.per_slot * dec.masks).clamp(0, 1).cpu()  # (b, k, 3, h, w)
-                area = dec.masks.flatten(2).sum(-1).cpu()  # (b, k)
-                order = area.argsort(dim=1, descending=True)
-                parts.append(comp[torch.arange(comp.shape[0])[:, None], order])
+                share = dec.masks.flatten(2).mean(-1).cpu()  # (b, k) π: share of the scene
+                order = share.argsort(dim=1, descending=True)
+                rows = torch.arange(comp.shape[0])[:, None]
+                parts.append(comp[rows, order])
+                shares.append(share[rows, order])
     images = torch.cat(scenes)
     decomposition = torch.cat(parts) if parts else None
     scale = max(1, math.ceil(64 / max(model.image_size)))
-    grid = sample_grid(images, decomposition, scale=scale)
+    fig = sample_figure(images, decomposition, torch.cat(shares) if shares else None, scale=scale)
     target = Path(out) if out is not None else paths.root / "samples.png"
-    _write_png(target, grid)
+    _write_figure(target, fig)
     what = f"with their {k} slots each" if decomposition is not None else "(non-additive decoder)"
     print(f"{num} generated scenes {what} written to")
     print(f"  {target}")
@@ -395,7 +463,7 @@ def prune(
     written = [table, out_dir / "sweep.csv"]
     if sweep:
         png = out_dir / "sweep.png"
-        atomic_write(png, lambda fh: plot_sweep(report, fh))
+        atomic_write(png, lambda fh: plot_sweep(report, fh, tau=tau))
         written.append(png)
     summary = {
         "run_dir": str(paths.root),

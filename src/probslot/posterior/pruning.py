@@ -650,41 +650,101 @@ def prune_analysis(
     )
 
 
-def plot_sweep(report: PruningReport, path: Any) -> None:
-    """Write a PNG of the τ sweep: kept slots & MAE (left), savings and quality change (right)."""
+def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> Any:
+    """Write a PNG of the τ sweep and return its (closed) matplotlib Figure.
+
+    Four panels, each with its target drawn (the targets of `probslot prune`, at the headline τ:
+    slot-count MAE ≤ 0.5, decoder FLOPs saved ≥ 40 %, MSE change ≤ +5 %) and the τ values where
+    it is met shaded: slot counts, decoder compute saved, ΔMSE %, ΔFG-ARI. The ΔMSE axis is
+    clipped at 4× its target so that a large loss at big τ does not squash the rest; clipped
+    points sit on the top edge with their value written next to them. `tau` (the headline τ)
+    is marked in every panel.
+    """
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
-    taus = [r.tau for r in report.results]
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(taus, [r.mean_kept for r in report.results], "o-", label="kept slots")
-    ax1.plot(taus, [r.mae_with_background for r in report.results], "s-", label="MAE (bg counts)")
-    ax1.plot(taus, [r.mae_objects_only for r in report.results], "^--", label="MAE (objects only)")
+    rs = report.results
+    taus = [r.tau for r in rs]
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.2))
+    (ax1, ax2), (ax3, ax4) = axes
+
+    # each τ owns the span half-way to its neighbours: shaded where the panel's target holds
+    mids = [(a + b) / 2 for a, b in zip(taus, taus[1:], strict=False)]
+    pad = (taus[-1] - taus[0]) / 40 or 0.005
+    spans = list(zip([taus[0] - pad, *mids], [*mids, taus[-1] + pad], strict=True))
+
+    def targets(ax: Any, ok: Sequence[bool] | None) -> None:
+        for (lo, hi), good in zip(spans, ok or [False] * len(spans), strict=True):
+            if good:
+                ax.axvspan(lo, hi, color="tab:green", alpha=0.12, lw=0)
+        if tau is not None:
+            ax.axvline(tau, color="black", ls="-.", lw=0.8, label=f"headline τ = {tau:g}")
+        ax.set_xlabel("relevance threshold τ (keep slots with π > τ)")
+        ax.grid(alpha=0.3)
+
+    mae = [r.mae(report.headline) for r in rs]
+    ax1.plot(taus, [r.mean_kept for r in rs], "o-", label="kept slots (mean)")
+    ax1.plot(taus, mae, "s-", label=f"slot-count MAE ({report.headline.replace('_', ' ')})")
+    ax1.plot(taus, [r.mae_objects_only for r in rs], "^--", alpha=0.6, label="MAE (objects only)")
     ax1.axhline(report.mean_objects + 1, color="grey", ls=":", label="objects + background")
-    ax1.set_xlabel("τ")
-    ax1.set_ylabel("slots")
-    ax1.set_title(f"ARD on {report.num_images} images, K = {report.num_slots}")
-    ax1.legend(fontsize=8)
-    ax2.plot(
-        taus,
-        [100 * r.decoder_flops_saved for r in report.results],
-        "o-",
-        label="decoder FLOPs saved %",
+    ax1.axhline(0.5, color="tab:red", ls="--", lw=1, label="target: MAE ≤ 0.5")
+    targets(ax1, [m <= 0.5 for m in mae])
+    ax1.set_ylabel("slots per image")
+    ax1.set_title("slot count")
+    ax1.legend(fontsize=7)
+
+    ax2.plot(taus, [100 * r.decoder_flops_saved for r in rs], "o-", label="decoder FLOPs saved")
+    ax2.plot(taus, [100 * r.decoder_time_saved for r in rs], "s--", label="decoder time saved")
+    ax2.axhline(40, color="tab:red", ls="--", lw=1, label="target: FLOPs saved ≥ 40 %")
+    targets(ax2, [r.decoder_flops_saved >= 0.40 for r in rs])
+    ax2.set_ylabel("saved (%)")
+    ax2.set_ylim(min(-5.0, ax2.get_ylim()[0]), max(50.0, ax2.get_ylim()[1]))
+    ax2.set_title("decoder compute saved")
+    ax2.legend(fontsize=7)
+
+    mse = [r.mse_change_pct for r in rs]
+    top = 4 * 5.0
+    shown = [min(v, top) for v in mse]
+    ax3.plot(taus, shown, "^-", color="tab:green", label="ΔMSE vs no pruning")
+    for t, v in zip(taus, mse, strict=True):
+        if v > top:
+            ax3.plot([t], [top], marker="^", color="tab:red", ms=9)
+            ax3.annotate(
+                f"{v:+.0f} %", (t, top), textcoords="offset points", xytext=(0, 7),
+                ha="center", fontsize=8, color="tab:red",
+            )  # fmt: skip
+    ax3.axhline(5, color="tab:red", ls="--", lw=1, label="target: ΔMSE ≤ +5 %")
+    ax3.axhline(0, color="grey", lw=0.5)
+    targets(ax3, [v <= 5 for v in mse])
+    ax3.set_ylim(min(-2.0, min(mse) - 1), top * 1.2)
+    ax3.set_ylabel("MSE change (%)" + (f", clipped at +{top:.0f} %" if max(mse) > top else ""))
+    ax3.set_title(f"reconstruction (MSE without pruning {report.baseline_mse:.4f})")
+    ax3.legend(fontsize=7, loc="upper left")
+
+    ax4.plot(taus, [100 * r.fg_ari_change for r in rs], "v-", color="tab:purple")
+    ax4.axhline(0, color="grey", lw=0.5)
+    targets(ax4, None)
+    ax4.set_ylabel("FG-ARI change (points ×100)")
+    ax4.set_title(f"segmentation (FG-ARI without pruning {report.baseline_fg_ari:.3f}; no target)")
+    mode = "inside EM" if report.in_em else "on the final π"
+    every = [
+        r.tau
+        for r, m in zip(rs, mae, strict=True)
+        if m <= 0.5 and r.decoder_flops_saved >= 0.40 and r.mse_change_pct <= 5
+    ]
+    verdict = (
+        "all three targets met at τ = " + ", ".join(f"{t:g}" for t in every)
+        if every
+        else "no τ meets all three targets"
     )
-    ax2.plot(
-        taus,
-        [100 * r.decoder_time_saved for r in report.results],
-        "s-",
-        label="decoder time saved %",
+    fig.suptitle(
+        f"ARD τ sweep: {report.num_images} images, K = {report.num_slots}, τ applied {mode}\n"
+        f"green: τ where the panel's target holds; {verdict}",
+        fontsize=10,
     )
-    ax2.plot(taus, [r.mse_change_pct for r in report.results], "^-", label="ΔMSE %")
-    ax2.plot(taus, [100 * r.fg_ari_change for r in report.results], "v-", label="ΔFG-ARI (×100)")
-    ax2.axhline(0, color="grey", lw=0.5)
-    ax2.set_xlabel("τ")
-    ax2.set_ylabel("%")
-    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, format="png", dpi=110)
     plt.close(fig)
+    return fig

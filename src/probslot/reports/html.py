@@ -1,15 +1,19 @@
 """`probslot report`: one self-contained HTML page (images embedded as base64 PNG) and a Markdown
 summary next to it, built from saved results only.
 
-Per run: config, training curves (``logs/csv``), reconstructions and masks and per-slot
-decompositions (``eval/*.png`` from `probslot evaluate`), aggregate-posterior samples, pruning
-figures (``pruning/pruning.json`` + ``pruning/*.png``), metric tables (``eval.json``); across runs:
-comparison matrices (``compare.json`` from `probslot compare`). A section whose inputs are missing
-says so and names the command that produces them.
+Per run: training curves against the optimiser step and against wall-clock minutes
+(``logs/csv``), the latest training panels (``panels/step_*.png``), reconstructions and masks and
+per-slot decompositions (``eval/*.png`` from `probslot evaluate`), aggregate-posterior samples,
+pruning (``pruning.json`` + ``pruning/*.png``), metric tables (``eval.json``, ``metrics.json``),
+the configuration and links to every file of the run; across runs: the comparison
+(``compare.json`` from `probslot compare`). Tables carry readable labels and formatted numbers
+(`probslot.reports.tables`); hashes and histograms stay in the JSON files the page links to. A
+section whose inputs are missing says so and names the command that produces them.
 
 The page carries a small inline script that, once loaded, writes
-``<div id="render-check" data-images=N data-ok=M data-sections=S>`` into the DOM: M is the number of
-``<img>`` elements that decoded (``naturalWidth > 0``). Tests read it with headless Chromium.
+``<div id="render-check" data-images=N data-ok=M data-failed=ALTS data-sections=S>`` into the DOM:
+M is the number of ``<img>`` elements that decoded (``complete && naturalWidth > 0``), ALTS the alt
+texts of those that did not. Tests read it with headless Chromium (``--dump-dom``).
 """
 
 from __future__ import annotations
@@ -19,15 +23,58 @@ import datetime as _dt
 import html
 import json
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SECTION_KINDS", "RunInputs", "build_report", "collect_run", "render_html"]
+from probslot.reports.tables import (
+    Table,
+    compare_order,
+    compare_tables,
+    evaluation_tables,
+    final_validation_table,
+    label,
+    pruning_tables,
+)
+
+__all__ = ["RUN_FILES", "SECTION_KINDS", "RunInputs", "build_report", "collect_run", "render_html"]
 
 #: the section kinds every run gets, in page order (plus one ``comparison`` section per page)
-SECTION_KINDS = ("config", "curves", "reconstructions", "slots", "samples", "pruning", "metrics")
+SECTION_KINDS = (
+    "curves",
+    "panels",
+    "reconstructions",
+    "slots",
+    "samples",
+    "pruning",
+    "metrics",
+    "config",
+    "files",
+)
+
+#: the files of a run directory the page links to, with what each holds
+RUN_FILES: tuple[tuple[str, str], ...] = (
+    ("config.yaml", "resolved configuration"),
+    ("MODEL_CARD.md", "model card"),
+    ("metrics.json", "final validation figures"),
+    ("model.safetensors", "weights (EMA) for `probslot.load_model`"),
+    ("last.ckpt", "last training checkpoint"),
+    ("best.ckpt", "best training checkpoint"),
+    ("logs/csv/metrics.csv", "training log (CSV)"),
+    ("eval.json", "every evaluation metric (`probslot evaluate`)"),
+    ("eval/reconstructions.png", "reconstructions and matched masks"),
+    ("eval/slots.png", "per-slot decompositions"),
+    ("eval/samples.png", "scenes from the aggregate posterior (evaluation)"),
+    ("eval/pi.png", "mixing weights π"),
+    ("posterior.safetensors", "aggregate posterior q(z) (`probslot aggregate`)"),
+    ("samples.png", "generated scenes with their slots (`probslot sample`)"),
+    ("pruning.json", "ARD pruning summary (`probslot prune`)"),
+    ("pruning/sweep.md", "τ sweep table (Markdown)"),
+    ("pruning/sweep.csv", "τ sweep table (CSV)"),
+    ("pruning/sweep.png", "τ sweep plot"),
+)
 
 
 @dataclass
@@ -37,7 +84,8 @@ class RunInputs:
     root: Path
     config_text: str | None = None
     eval: dict[str, Any] | None = None
-    curves_png: bytes | None = None
+    curves: dict[str, bytes] = field(default_factory=dict)
+    panels: list[Path] = field(default_factory=list)
     figures: dict[str, Path] = field(default_factory=dict)
     pruning: dict[str, Any] | None = None
     pruning_pngs: list[Path] = field(default_factory=list)
@@ -55,9 +103,19 @@ def _read_json(path: Path) -> dict[str, Any] | None:
         ) from err
 
 
+def _panel_step(path: Path) -> int:
+    match = re.search(r"(\d+)", path.stem)
+    return int(match.group(1)) if match else -1
+
+
 def collect_run(run_dir: str | os.PathLike[str]) -> RunInputs:
     """Gather a run's saved results; raise FileNotFoundError when `run_dir` is not a run."""
-    from probslot.reports.figures import figure_png, plot_training_curves, read_csv_logs
+    from probslot.reports.figures import (
+        figure_png,
+        plot_training_curves,
+        read_csv_logs,
+        wall_clock_minutes,
+    )
 
     root = Path(run_dir)
     if not root.is_dir():
@@ -75,15 +133,22 @@ def collect_run(run_dir: str | os.PathLike[str]) -> RunInputs:
     inputs.metrics = _read_json(root / "metrics.json")
     series = read_csv_logs(root)
     if series:
-        inputs.curves_png = figure_png(
-            plot_training_curves(series, f"training curves: {root.name}")
+        inputs.curves["step"] = figure_png(
+            plot_training_curves(series, f"training curves of {root.name} against the step")
         )
+        if wall_clock_minutes(series) is not None:
+            inputs.curves["minutes"] = figure_png(
+                plot_training_curves(
+                    series, f"training curves of {root.name} against wall-clock time", x="minutes"
+                )
+            )
+    inputs.panels = sorted((root / "panels").glob("step_*.png"), key=_panel_step)
     for name in ("reconstructions", "slots", "samples", "pi"):
         p = root / "eval" / f"{name}.png"
         if p.is_file():
             inputs.figures[name] = p
-    if "samples" not in inputs.figures and (root / "samples.png").is_file():
-        inputs.figures["samples"] = root / "samples.png"  # from `probslot sample`
+    if (root / "samples.png").is_file():
+        inputs.figures["samples"] = root / "samples.png"  # `probslot sample`: with π per slot
     # `probslot prune` writes RUN/pruning.json; RUN/pruning/pruning.json is accepted as well
     for candidate in (root / "pruning" / "pruning.json", root / "pruning.json"):
         if candidate.is_file():
@@ -103,35 +168,23 @@ def _missing(command: str) -> str:
     return f'<p class="missing">not computed: run <code>{html.escape(command)}</code></p>'
 
 
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    if v is None:
-        return "–"
-    return html.escape(str(v))
-
-
-def _flat_items(d: Mapping[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
-    items: list[tuple[str, Any]] = []
-    for k, v in d.items():
-        if isinstance(v, Mapping):
-            items.extend(_flat_items(v, f"{prefix}{k}."))
-        elif isinstance(v, list) and v and all(isinstance(x, (int, float)) or x is None for x in v):
-            items.append((f"{prefix}{k}", "[" + ", ".join(_fmt(x) for x in v) + "]"))
-        elif not isinstance(v, list):
-            items.append((f"{prefix}{k}", v))
-    return items
-
-
-def _table(rows: Sequence[tuple[str, Any]], header: tuple[str, str] = ("metric", "value")) -> str:
-    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows)
-    return f"<table><tr><th>{header[0]}</th><th>{header[1]}</th></tr>{body}</table>"
+def _table(table: Table) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in table.header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
+        for row in table.rows
+    )
+    return f"<h4>{html.escape(table.title)}</h4><table><tr>{head}</tr>{body}</table>"
 
 
 def _matrix(mat: Sequence[Sequence[Any]], names: Sequence[str]) -> str:
+    from probslot.reports.tables import fmt
+
     head = "".join(f"<th>{html.escape(n)}</th>" for n in names)
     rows = "".join(
-        f"<tr><th>{html.escape(n)}</th>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>"
+        f"<tr><th>{html.escape(n)}</th>"
+        + "".join(f"<td>{html.escape(fmt(v))}</td>" for v in row)
+        + "</tr>"
         for n, row in zip(names, mat, strict=True)
     )
     return f"<table class='matrix'><tr><th></th>{head}</tr>{rows}</table>"
@@ -145,21 +198,66 @@ def _section(kind: str, run: str, title: str, body: str) -> str:
     )
 
 
-def _run_sections(inp: RunInputs) -> str:
+def _href(path: Path, base: Path | None) -> str:
+    if base is None:
+        return path.resolve().as_uri()
+    return Path(os.path.relpath(path.resolve(), base.resolve())).as_posix()
+
+
+def _link(path: Path, base: Path | None, text: str | None = None) -> str:
+    return f'<a href="{html.escape(_href(path, base))}">{html.escape(text or path.name)}</a>'
+
+
+def _code(text: str) -> str:
+    """Escaped text with its `backticked` spans as <code>."""
+    parts = html.escape(text).split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def _files(inp: RunInputs, base: Path | None) -> str:
+    items = [
+        f"<li>{_link(inp.root / rel, base, rel)}: {_code(what)}</li>"
+        for rel, what in RUN_FILES
+        if (inp.root / rel).is_file()
+    ]
+    if inp.panels:
+        steps = ", ".join(_link(p, base, str(_panel_step(p))) for p in inp.panels)
+        items.append(f"<li>training panels <code>panels/</code>, steps {steps}</li>")
+    return f"<ul class='files'>{''.join(items)}</ul>"
+
+
+def _run_sections(inp: RunInputs, base: Path | None) -> str:
     name = inp.root.name
     run = str(inp.root)
     parts = []
-    parts.append(
-        _section(
-            "config", name, "Configuration", f"<pre>{html.escape(inp.config_text or '')}</pre>"
+    if inp.curves:
+        curves = _img(inp.curves["step"], f"training curves of {name} against the step")
+        if "minutes" in inp.curves:
+            curves += _img(inp.curves["minutes"], f"training curves of {name} against time")
+        else:
+            curves += "<p class='note'>wall-clock axis: not logged (no val/minutes)</p>"
+        if inp.metrics and inp.metrics.get("train_seconds"):
+            from probslot.reports.tables import fmt
+
+            curves += f"<p>training took {fmt(inp.metrics['train_seconds'], 'secs')}.</p>"
+    else:
+        curves = _missing(
+            f"probslot train --config {run}/config.yaml (no CSV logs in {run}/logs/csv)"
         )
-    )
-    curves = (
-        _img(inp.curves_png, f"training curves of {name}")
-        if inp.curves_png
-        else _missing(f"probslot train --config {run}/config.yaml (no CSV logs in {run}/logs/csv)")
-    )
     parts.append(_section("curves", name, "Training curves", curves))
+    if inp.panels:
+        latest = inp.panels[-2:]
+        body = (
+            f"<p>The latest training panels (steps "
+            f"{', '.join(str(_panel_step(p)) for p in latest)} of {len(inp.panels)} in "
+            f"{_link(inp.root / 'panels', base, 'panels/')}): each column a validation image; "
+            "rows input, reconstruction, masks and each slot.</p><div class='row'>"
+            + "".join(_img(p.read_bytes(), f"training panel {p.stem}") for p in latest)
+            + "</div>"
+        )
+    else:
+        body = _missing(f"probslot train --config {run}/config.yaml trainer.panel_every=1000")
+    parts.append(_section("panels", name, "Training panels", body))
     evaluate = f"probslot evaluate --run_dir {run}"
     for kind, key, title in (
         ("reconstructions", "reconstructions", "Reconstructions and masks"),
@@ -172,44 +270,26 @@ def _run_sections(inp: RunInputs) -> str:
     if "samples" in inp.figures:
         samples = _img(inp.figures["samples"].read_bytes(), "aggregate posterior samples")
     else:
-        samples = _missing(f"probslot aggregate --run_dir {run}, then {evaluate}")
-    parts.append(_section("samples", name, "Samples from the aggregate posterior", samples))
+        samples = _missing(f"probslot aggregate --run_dir {run}, then probslot sample {run}")
+    parts.append(
+        _section("samples", name, "Scenes generated from the aggregate posterior", samples)
+    )
     if inp.pruning is not None or inp.pruning_pngs:
-        body = _table(_flat_items(inp.pruning or {}), ("quantity", "value")) if inp.pruning else ""
+        body = "".join(_table(t) for t in pruning_tables(inp.pruning or {})) if inp.pruning else ""
         body += "".join(_img(p.read_bytes(), p.stem) for p in inp.pruning_pngs)
     else:
         body = _missing(f"probslot prune --run_dir {run} --sweep")
     parts.append(_section("pruning", name, "Pruning (ARD, paper Eq. 7)", body))
     body = ""
     if inp.metrics:
-        body += "<h4>Final validation (training)</h4>" + _table(_flat_items(inp.metrics))
+        body += _table(final_validation_table(inp.metrics))
     if inp.eval:
         ev = inp.eval
-        body += f"<h4>Evaluation on {ev.get('num_images')} {_fmt(ev.get('split'))} images</h4>"
-        seg = ev.get("segmentation", {})
-        if seg:
-            metrics = sorted({k for vals in seg.values() for k in vals})
-            head = "".join(f"<th>{m}</th>" for m in metrics)
-            rows = "".join(
-                f"<tr><td>{html.escape(src)} masks</td>"
-                + "".join(f"<td>{_fmt(vals.get(m))}</td>" for m in metrics)
-                + "</tr>"
-                for src, vals in seg.items()
-            )
-            body += f"<table><tr><th>segmentation</th>{head}</tr>{rows}</table>"
-        rest = {
-            k: v
-            for k, v in ev.items()
-            if k
-            in (
-                "reconstruction",
-                "identifiability_gt",
-                "compositional_contrast",
-                "slot_counts",
-                "generation",
-            )
-        }
-        body += _table(_flat_items(rest))
+        body += (
+            f"<p>Evaluation on {ev.get('num_images')} {html.escape(str(ev.get('split')))} "
+            "images.</p>"
+        )
+        body += "".join(_table(t) for t in evaluation_tables(ev))
         if "pi" in inp.figures:
             body += _img(inp.figures["pi"].read_bytes(), "mixing weights")
         if ev.get("notes"):
@@ -221,11 +301,27 @@ def _run_sections(inp: RunInputs) -> str:
     else:
         body += _missing(evaluate)
     parts.append(_section("metrics", name, "Metrics", body))
-    return f'<section class="run" id="run-{html.escape(name)}"><h2>Run {html.escape(name)}</h2>{"".join(parts)}</section>'
+    parts.append(
+        _section(
+            "config",
+            name,
+            "Configuration",
+            "<details><summary>config.yaml</summary>"
+            f"<pre>{html.escape(inp.config_text or '')}</pre></details>",
+        )
+    )
+    parts.append(_section("files", name, "Files", _files(inp, base)))
+    return (
+        f'<section class="run" id="run-{html.escape(name)}"><h2>Run {html.escape(name)}</h2>'
+        f"{''.join(parts)}</section>"
+    )
 
 
 def _comparison(
-    compare: dict[str, Any] | None, compare_dir: Path | None, runs: Sequence[RunInputs]
+    compare: dict[str, Any] | None,
+    compare_dir: Path | None,
+    runs: Sequence[RunInputs],
+    base: Path | None,
 ) -> str:
     if compare is None:
         dirs = ", ".join(str(r.root) for r in runs[:3])
@@ -235,29 +331,26 @@ def _comparison(
         )
     else:
         names = compare.get("names", [])
-        body = (
-            f"<p>{compare.get('num_images')} {_fmt(compare.get('split'))} images; "
-            f"{html.escape(str(compare.get('pairs', '')))}.</p>"
-        )
-        rows = []
-        for key, stats in compare.get("summary", {}).items():
-            cons = compare.get("consecutive", {}).get(key, {})
-            rows.append(
-                f"<tr><td>{html.escape(key)}</td><td>{_fmt(stats.get('mean'))} ± "
-                f"{_fmt(stats.get('std'))} (n={stats.get('n')})</td><td>"
-                f"{_fmt(cons.get('mean')) if cons else '–'}</td></tr>"
-            )
-        body += (
-            "<table><tr><th>metric</th><th>all pairs: mean ± std</th>"
-            f"<th>consecutive pairs: mean</th></tr>{''.join(rows)}</table>"
-        )
-        for key, mat in compare.get("matrices", {}).items():
-            body += f"<h4>{html.escape(key)}</h4>" + _matrix(mat, names)
+        body = f"<p>{compare.get('num_images')} {html.escape(str(compare.get('split')))} images"
+        body += f"; {html.escape(str(compare.get('pairs', '')))}.</p>"
+        for warning in compare.get("warnings", []):
+            body += f"<p class='warning'>warning: {html.escape(warning)}</p>"
+        body += "".join(_table(t) for t in compare_tables(compare))
+        matrices = compare.get("matrices", {})
+        for key in compare_order(matrices):
+            body += f"<h4>{html.escape(label(key))}</h4>" + _matrix(matrices[key], names)
         fig = compare_dir / compare.get("figure", "compare.png") if compare_dir else None
         if fig is not None and fig.is_file():
             body += _img(fig.read_bytes(), "comparison heatmaps")
         for note in compare.get("notes", []):
             body += f"<p class='note'>{html.escape(note)}</p>"
+        if compare_dir is not None:
+            links = [
+                _link(compare_dir / f, base, f)
+                for f in ("compare.json", compare.get("figure", "compare.png"))
+                if (compare_dir / f).is_file()
+            ]
+            body += f"<p>Files: {', '.join(links)}</p>"
     return (
         '<section class="part" id="comparison" data-section="comparison">'
         f"<h2>Cross-seed comparison</h2>{body}</section>"
@@ -268,21 +361,27 @@ _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
 h1{border-bottom:2px solid #444}h2{border-bottom:1px solid #aaa;margin-top:2em}
 section.part{margin:1em 0 1.5em}img{max-width:100%;display:block;margin:.5em 0}
+div.row{display:flex;gap:1em;align-items:flex-start}div.row img{max-width:49%}
 pre{background:#f4f4f4;padding:.6em;max-height:22em;overflow:auto;font-size:12px}
 table{border-collapse:collapse;margin:.5em 0;font-size:13px}
 td,th{border:1px solid #ccc;padding:2px 8px;text-align:left}th{background:#eee}
-.missing{color:#a33;font-style:italic}nav li{display:inline;margin-right:1em}
+td:not(:first-child){font-variant-numeric:tabular-nums}
+.missing{color:#a33;font-style:italic}.warning{color:#8a4b00;background:#fff4e0;padding:.3em .6em}
+nav li{display:inline;margin-right:1em}ul.files{font-size:13px}
 """
 
 _CHECK = """
 <script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; }).length;
+  var loaded = function (i) { return i.complete && i.naturalWidth > 0; };
+  var ok = imgs.filter(loaded).length;
+  var failed = imgs.filter(function (i) { return !loaded(i); }).map(function (i) { return i.alt; });
   var div = document.createElement('div');
   div.id = 'render-check';
   div.setAttribute('data-images', imgs.length);
   div.setAttribute('data-ok', ok);
+  div.setAttribute('data-failed', failed.join('; '));
   div.setAttribute('data-sections', document.querySelectorAll('section.part').length);
   div.textContent = 'rendered ' + ok + ' of ' + imgs.length + ' images';
   div.style.color = '#888';
@@ -293,15 +392,20 @@ window.addEventListener('load', function () {
 
 
 def render_html(
-    runs: Sequence[RunInputs], compare: dict[str, Any] | None, compare_dir: Path | None
+    runs: Sequence[RunInputs],
+    compare: dict[str, Any] | None,
+    compare_dir: Path | None,
+    base: Path | None = None,
 ) -> str:
-    """The page as a string (no external resources)."""
+    """The page as a string (no external resources); file links are relative to `base` (the
+    page's directory), or absolute ``file://`` URIs without it."""
     when = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     nav = "".join(
         f'<li><a href="#run-{html.escape(r.root.name)}">{html.escape(r.root.name)}</a></li>'
         for r in runs
     )
-    body = "".join(_run_sections(r) for r in runs) + _comparison(compare, compare_dir, runs)
+    body = "".join(_run_sections(r, base) for r in runs)
+    body += _comparison(compare, compare_dir, runs, base)
     return (
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
         f"<title>probslot report: {html.escape(', '.join(r.root.name for r in runs))}</title>"
@@ -354,7 +458,7 @@ def build_report(
             )
         compare_data, compare_dir = _read_json(path), path.parent
     runs = [collect_run(r) for r in run_dirs]
-    html_path = atomic_write_text(out, render_html(runs, compare_data, compare_dir))
+    html_path = atomic_write_text(out, render_html(runs, compare_data, compare_dir, out.parent))
     md_path = atomic_write_text(
         out.with_suffix(".md"),
         render_markdown(runs, compare_data, out.parent),
