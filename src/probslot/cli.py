@@ -386,6 +386,7 @@ def _print_outputs(run_dir: Path, metrics: dict[str, Any]) -> None:
         "model.safetensors",
         "metrics.json",
         "MODEL_CARD.md",
+        "environment.json",
     ):
         if (run_dir / name).exists():
             print(f"  {run_dir / name}")

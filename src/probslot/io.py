@@ -6,6 +6,7 @@ Layout of a run directory (see ``docs/architecture.md``)::
       config.yaml          resolved RunConfig
       last.ckpt, best.ckpt Lightning checkpoints (written atomically)
       model.safetensors    EMA weights for export
+  environment.json     versions, torch build, threads, machine, seed (one record per session)
       MODEL_CARD.md        what was trained, on what, with which figures
       metrics.json         final validation figures
       panels/step_*.png    input | reconstruction | masks | slots

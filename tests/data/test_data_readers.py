@@ -317,3 +317,29 @@ def test_every_format_has_a_reader_test() -> None:
     covered = {*DEEPMIND, "ocl-h5", "clevr", "clevrtex", "spriteworld", "image-folder"}
     assert set(READERS.available()) - covered == set(), "a registered format without fixtures"
     assert set(FILE_NAMES) >= {(f, k) for f, k in DEEPMIND_CASES}
+
+
+def test_ocl_metadata_is_read_without_running_code_from_it(tmp_path):
+    """`{name}-metadata.npy` is a pickle: only plain values and NumPy arrays are unpickled."""
+    import os
+    import pickle
+
+    import numpy as np
+
+    from probslot.data.readers.ocl_h5 import _load_metadata_npy
+
+    meta = {"dataset": {"num_samples": 3}, "shape": (3, 8, 8), "ids": np.arange(4)}
+    np.save(tmp_path / "ok.npy", np.array(meta, dtype=object), allow_pickle=True)
+    got = _load_metadata_npy(tmp_path / "ok.npy")
+    assert got["dataset"] == {"num_samples": 3} and np.array_equal(got["ids"], np.arange(4))
+
+    ran = tmp_path / "ran"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {ran}",))
+
+    np.save(tmp_path / "evil.npy", np.array({"x": Evil()}, dtype=object), allow_pickle=True)
+    with pytest.raises(pickle.UnpicklingError, match="not a plain value or NumPy array"):
+        _load_metadata_npy(tmp_path / "evil.npy")
+    assert not ran.exists()

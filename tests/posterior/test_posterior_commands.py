@@ -356,7 +356,7 @@ def test_end_to_end_on_a_trained_tiny_run(tmp_path, capsys):
     assert q.num_images == 11 and q.metadata["model_hash"] == model_fingerprint(load_model(run))
     png = tmp_path / "samples.png"
     assert main(["sample", "--run_dir", run, "--num", "4", "--out", str(png), "--seed", "3"]) == 0
-    assert Image.open(png).size[1] == 4 * 64 + 5 * 2
+    assert Image.open(png).size[1] == 4 * 64 + 5 * 2 + 105  # the grid + title and headers
     assert main(["prune", "--run_dir", run, "--tau", "0.05", "--sweep", "--no_progress"]) == 0
     report = json.loads((Path(run) / "pruning.json").read_text())
     assert report["num_slots"] == 4 and len(report["results"]) == 8

@@ -10,6 +10,7 @@ clipping, the EMA and the validation figures (torchmetrics sums, synchronised) f
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -34,7 +35,9 @@ TOL = {"rtol": 1e-4, "atol": 1e-5}
 NOISE_V = 1e-14
 
 
-def _train(tiny_yaml: Path, name: str, *overrides: str) -> Path:
+def _train(
+    tiny_yaml: Path, name: str, *overrides: str, env: dict[str, str] | None = None, rc: int = 0
+) -> Path:
     cmd = [
         sys.executable,
         str(ENTRY),
@@ -50,16 +53,15 @@ def _train(tiny_yaml: Path, name: str, *overrides: str) -> Path:
         "trainer.num_threads=1",
         *overrides,
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    environ = {**os.environ, **(env or {})}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=environ)
+    assert done.returncode == rc, done.stdout[-2000:] + done.stderr[-3000:]
     return tiny_yaml.parent / "runs" / name
 
 
 @pytest.mark.slow
-def test_two_ddp_processes_equal_one_process_with_the_same_global_batch(tiny_yaml: Path) -> None:
-    ddp = _train(
-        tiny_yaml, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=3"
-    )
+def test_two_ddp_processes_equal_one_process_and_resume_exactly(tiny_yaml: Path) -> None:
+    ddp = _train(tiny_yaml, "ddp", "trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=3")
     one = _train(tiny_yaml, "one", "trainer.devices=1", "data.batch_size=6")
     a, b = load_checkpoint(ddp / "last.ckpt"), load_checkpoint(one / "last.ckpt")
     assert a["global_step"] == b["global_step"] == STEPS
@@ -93,16 +95,35 @@ def test_two_ddp_processes_equal_one_process_with_the_same_global_batch(tiny_yam
     env = json.loads((ddp / "environment.json").read_text())
     assert len(env["sessions"]) == 1 and env["sessions"][0]["strategy"] == "ddp"
 
+    # Stop and resume on 2 processes: SIGTERM to rank 0 at step 3 (its handler forwards it to
+    # rank 1), exit 143 with last.ckpt at step 3 holding both random states; `--resume` ends
+    # where the uninterrupted 2-process run ended, bit for bit.
+    ddp_args = ("trainer.devices=2", "trainer.strategy=ddp", "data.batch_size=3")
+    cut = _train(tiny_yaml, "cut", *ddp_args, env={"PROBSLOT_TEST_SIGTERM_AT": "3"}, rc=143)
+    stopped = load_checkpoint(cut / "last.ckpt")
+    assert stopped["global_step"] == 3 and len(stopped["probslot"]["rng"]) == 2
+    assert not (cut / "model.safetensors").exists()
+    _train(tiny_yaml, "cut", *ddp_args, "--resume")
+    resumed = load_checkpoint(cut / "last.ckpt")
+    assert resumed["global_step"] == STEPS
+    for key, value in a["state_dict"].items():
+        assert torch.equal(value, resumed["state_dict"][key]), key
+    assert resumed["probslot"]["samples_seen"] == a["probslot"]["samples_seen"]
+    assert json.loads((cut / "metrics.json").read_text())["nll"] == ma["nll"]
+
 
 @pytest.mark.slow
 def test_distributed_aggregate_equals_the_single_process_fit(tiny_yaml: Path) -> None:
-    """`AggregatePosterior.fit_distributed` in a 2-process torchrun job (gloo) against `fit` on
-    one process over the same images in the same order. With 20 images in batches of 5 both
-    encode the same batches, so the posteriors are equal bit for bit; with 21 images in batches
-    of 4 the batches differ (the last image is encoded alone by one process, with two others by
-    the other), and CPU kernels round batch-size-dependently (measured: ≤ 2e-5)."""
+    """2-process torchrun jobs (gloo) against one process over the same images in order.
+
+    `AggregatePosterior.fit_distributed` with 20 images in batches of 5: both encode the same
+    batches, so the posteriors are equal bit for bit. `probslot aggregate` under torchrun (the
+    run's batch size 7 over 20 images: the processes encode other batches than one process, and
+    CPU kernels round batch-size-dependently): equal within float rounding (measured ≤ 2e-5).
+    """
     from torch.utils.data import DataLoader
 
+    from probslot.cli import main
     from probslot.data.config import build_split
     from probslot.data.contract import collate
     from probslot.io import load_model, load_run_config
@@ -113,24 +134,34 @@ def test_distributed_aggregate_equals_the_single_process_fit(tiny_yaml: Path) ->
     run = train(cfg).run_dir
     model, run_cfg = load_model(run), load_run_config(run)
     dataset = build_split(run_cfg.data, "train")
-    torchrun = Path(sys.executable).with_name("torchrun")
-    entry = Path(__file__).with_name("aggregate_entry.py")
-    for images, batch, exact in ((20, 5, True), (21, 4, False)):
-        out = tiny_yaml.parent / f"posterior_{images}.safetensors"
-        cmd = [str(torchrun), "--standalone", "--nproc_per_node=2", str(entry)]
-        cmd += [str(run), str(out), str(images), str(batch)]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
-        distributed = AggregatePosterior.load(out)
+    bin_dir = Path(sys.executable).parent
+
+    def single(images: int, batch: int) -> AggregatePosterior:
         loader = DataLoader(dataset, batch_size=batch, collate_fn=collate)
-        single = AggregatePosterior.fit(
+        return AggregatePosterior.fit(
             model, loader, max_images=images, progress=False, metadata={"split": "train"}
         )
-        assert distributed.num_images == single.num_images == images
-        assert distributed.metadata == single.metadata  # model_hash, dataset, num_images, split
-        for name in ("mu", "var", "pi"):
-            got, want = getattr(distributed, name), getattr(single, name)
-            if exact:
-                assert torch.equal(got, want), name
-            else:
-                torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+    # the library call, in a script
+    out = tiny_yaml.parent / "posterior_api.safetensors"
+    entry = Path(__file__).with_name("aggregate_entry.py")
+    cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node=2", str(entry)]
+    done = subprocess.run([*cmd, str(run), str(out), "20", "5"], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    api, want = AggregatePosterior.load(out), single(20, 5)
+    assert api.num_images == 20 and api.metadata == want.metadata
+    for name in ("mu", "var", "pi"):
+        assert torch.equal(getattr(api, name), getattr(want, name)), name
+
+    # the command line: `torchrun ... probslot aggregate RUN`; rank 0 writes the file
+    cmd = [str(bin_dir / "torchrun"), "--standalone", "--nproc_per_node=2", "--no-python"]
+    cmd += [str(bin_dir / "probslot"), "aggregate", str(run), "--max_images", "20", "--no_progress"]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("aggregate posterior of 20 train images") == 1  # rank 0 reports
+    cli = AggregatePosterior.load(run / "posterior.safetensors")
+    assert main(["aggregate", str(run), "--max_images", "20", "--no_progress"]) == 0
+    one = AggregatePosterior.load(run / "posterior.safetensors")
+    assert cli.num_images == one.num_images == 20 and cli.metadata == one.metadata
+    for name in ("mu", "var", "pi"):
+        torch.testing.assert_close(getattr(cli, name), getattr(one, name), rtol=1e-4, atol=1e-4)

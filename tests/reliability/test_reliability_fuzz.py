@@ -174,7 +174,9 @@ def em_step_update(data, b, n, k, d, scale, var_scale, kind, variance, temperatu
         value = getattr(step, name)
         assert bool(torch.isfinite(value).all()), name
     assert bool((step.var > 0).all())
-    torch.testing.assert_close(step.pi.sum(-1), torch.ones(b, dtype=step.pi.dtype), atol=1e-4, rtol=0)
+    torch.testing.assert_close(
+        step.pi.sum(-1), torch.ones(b, dtype=step.pi.dtype), atol=1e-4, rtol=0
+    )
 
 
 test_em_step, test_em_step_thorough = em_step_update
@@ -192,8 +194,12 @@ test_em_step, test_em_step_thorough = em_step_update
 def segmentation_metrics(data, b, h, w, pred_labels, true_labels) -> None:
     """ARI and FG-ARI against sklearn's adjusted_rand_score (the oracle), image by image."""
     n = b * h * w
-    pred = torch.tensor(data.draw(st.lists(st.integers(0, pred_labels - 1), min_size=n, max_size=n)))
-    true = torch.tensor(data.draw(st.lists(st.integers(0, true_labels - 1), min_size=n, max_size=n)))
+    pred = torch.tensor(
+        data.draw(st.lists(st.integers(0, pred_labels - 1), min_size=n, max_size=n))
+    )
+    true = torch.tensor(
+        data.draw(st.lists(st.integers(0, true_labels - 1), min_size=n, max_size=n))
+    )
     pred, true = pred.reshape(b, h, w), true.reshape(b, h, w)
     got_ari, got_fg = ari(pred, true), fg_ari(pred, true)
     for i in range(b):
@@ -308,4 +314,3 @@ def test_zz_every_fuzzed_function_ran_its_examples() -> None:
     assert len(thorough) == 5
     for name, count in thorough.items():
         assert count >= THOROUGH, (name, count)
-

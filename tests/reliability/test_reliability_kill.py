@@ -111,4 +111,6 @@ def test_sigkill_at_random_points_then_sigterm_resume_exactly(tiny_yaml: Path) -
     _same(reference, load_checkpoint(run / "last.ckpt"))
     assert final["nll"] == ref["nll"] and final["fg_ari"] == ref["fg_ari"]
     assert not [p.name for p in run.iterdir() if ".tmp" in p.name]
-    print(f"kill seed {SEED}: last.ckpt step after each SIGKILL {steps_at_kill}, SIGTERM at {stopped}")
+    print(
+        f"kill seed {SEED}: last.ckpt step after each SIGKILL {steps_at_kill}, SIGTERM at {stopped}"
+    )

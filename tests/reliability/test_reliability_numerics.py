@@ -99,7 +99,9 @@ def _tiny_model(num_slots: int) -> torch.nn.Module:
 
 @pytest.mark.parametrize("num_slots", [1, 3])
 @pytest.mark.parametrize("fill", [0.0, 1.0, 0.5])
-def test_constant_images_give_a_finite_loss_gradient_and_metrics(num_slots: int, fill: float) -> None:
+def test_constant_images_give_a_finite_loss_gradient_and_metrics(
+    num_slots: int, fill: float
+) -> None:
     """All-black, all-white and grey images: the loss, every gradient, the masks and FG-ARI."""
     model = _tiny_model(num_slots).train()
     lit = SlotLightningModule(model, OptimConfig(), max_steps=10)

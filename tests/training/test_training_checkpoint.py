@@ -155,3 +155,20 @@ def test_rng_states_round_trip_through_a_safe_load(tmp_path: Path) -> None:
     assert torch.equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
     assert got[2] == want[2]
+
+
+def test_checkpoint_of_probslot_0_1_0_is_accepted_as_legacy(tmp_path: Path) -> None:
+    """0.1.0 wrote plain Lightning checkpoints of the SlotLightningModule (no probslot section)."""
+    old = {
+        "global_step": 4,
+        "pytorch-lightning_version": "2.4.0",
+        "state_dict": {
+            "model.w": torch.ones(2),
+            "skipped_updates": torch.zeros((), dtype=torch.long),
+        },
+    }
+    loaded = load_checkpoint(_save(old, tmp_path / "last.ckpt"))
+    assert loaded["probslot"]["legacy"] is True and loaded["probslot"]["version"] == 0
+    del old["state_dict"]["skipped_updates"]  # then it is someone else's Lightning checkpoint
+    with pytest.raises(CheckpointError, match="not written by probslot"):
+        load_checkpoint(_save(old, tmp_path / "other.ckpt"))

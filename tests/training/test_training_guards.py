@@ -45,7 +45,12 @@ class _NanLossAt(pl.Callback):
 def _cfg(tiny_yaml: Path, *overrides: str):
     return load_config(
         tiny_yaml,
-        ["trainer.progress=none", "trainer.checkpoint_every=1", "trainer.val_every=100", *overrides],
+        [
+            "trainer.progress=none",
+            "trainer.checkpoint_every=1",
+            "trainer.val_every=100",
+            *overrides,
+        ],
     )
 
 
@@ -60,12 +65,14 @@ def test_non_finite_steps_are_skipped_counted_and_logged(tiny_yaml: Path) -> Non
     assert result["steps"] == 6
     paths = RunPaths(result.run_dir)
     assert json.loads(paths.metrics.read_text())["nonfinite_steps"] == 2
-    rows = list(csv.DictReader(open(paths.logs / "csv" / "metrics.csv")))
+    rows = list(csv.DictReader((paths.logs / "csv" / "metrics.csv").read_text().splitlines()))
     logged = [float(r["train/nonfinite_steps"]) for r in rows if r.get("train/nonfinite_steps")]
     assert logged == sorted(logged) and logged[0] == 0.0 and logged[-1] == 2.0
     ckpt = load_checkpoint(paths.last_ckpt)
     assert ckpt["probslot"]["nonfinite_steps"] == 2
-    assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
 
 
 def test_a_streak_of_bad_steps_stops_training_and_keeps_the_last_good_checkpoint(

@@ -62,6 +62,8 @@ def _assert_same_checkpoint(a: dict[str, Any], b: dict[str, Any]) -> None:
     assert a["lr_schedulers"] == b["lr_schedulers"]
     for key in ("batches_seen", "samples_seen", "nonfinite_steps"):
         assert a["probslot"][key] == b["probslot"][key], key
+    (best_a,), (best_b,) = a["callbacks"].values(), b["callbacks"].values()
+    assert best_a["best_model_score"] == best_b["best_model_score"]
 
 
 def test_stopped_and_resumed_run_equals_the_uninterrupted_run(tiny_yaml: Path) -> None:
@@ -143,9 +145,32 @@ def test_last_checkpoint_is_written_every_n_steps(tiny_yaml: Path) -> None:
             step = load_checkpoint(last)["global_step"] if last.exists() else None
             seen.append((trainer.global_step, step))
 
-    cfg = _cfg(tiny_yaml, "trainer.max_steps=6", "trainer.val_every=100", "trainer.checkpoint_every=2")
+    cfg = _cfg(
+        tiny_yaml, "trainer.max_steps=6", "trainer.val_every=100", "trainer.checkpoint_every=2"
+    )
     train(cfg, extra_callbacks=[_Look()])
     assert seen == [(0, None), (1, None), (2, 2), (3, 2), (4, 4), (5, 4)]
+
+
+def test_last_checkpoint_after_a_validation_records_its_best_score(tiny_yaml: Path) -> None:
+    """last.ckpt is written after best.ckpt's callback has seen the validation, so a resume
+    from it knows the best score (else it could overwrite best.ckpt with a worse model)."""
+    seen: list[Any] = []
+
+    class _Look(pl.Callback):
+        def on_train_batch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+            if trainer.global_step == 3:  # after the validation at step 2
+                ckpt = load_checkpoint(Path(trainer.default_root_dir) / "last.ckpt")
+                assert ckpt["global_step"] == 2
+                (best,) = ckpt["callbacks"].values()
+                seen.append((best["best_model_score"], trainer.callback_metrics["val/fg_ari"]))
+
+    cfg = _cfg(
+        tiny_yaml, "trainer.max_steps=4", "trainer.val_every=2", "trainer.checkpoint_every=0"
+    )
+    train(cfg, extra_callbacks=[_Look()])
+    ((score, fg_ari),) = seen
+    assert score is not None and float(score) == float(fg_ari)
 
 
 def test_last_checkpoint_is_written_on_a_time_interval(tiny_yaml: Path) -> None:
@@ -194,3 +219,15 @@ def test_resume_from_a_damaged_checkpoint_is_a_clear_error(tiny_yaml: Path) -> N
     last.write_bytes(last.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match=r"last.ckpt' \(1000 bytes\) is truncated"):
         train(_cfg(tiny_yaml, "trainer.max_steps=2"), resume=True)
+
+
+def test_checkpoint_of_probslot_0_1_0_resumes(tiny_yaml: Path, capsys) -> None:
+    run = train(_cfg(tiny_yaml, "trainer.max_steps=2")).run_dir
+    last = RunPaths(run).last_ckpt
+    ckpt = torch.load(last, weights_only=True)
+    del ckpt["probslot"]  # as 0.1.0 wrote it
+    torch.save(ckpt, last)
+    capsys.readouterr()
+    result = train(_cfg(tiny_yaml, "trainer.max_steps=3"), resume=True)
+    assert result["steps"] == 3
+    assert "was written by probslot 0.1.0; it resumes" in capsys.readouterr().out

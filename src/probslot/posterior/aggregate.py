@@ -31,7 +31,7 @@ from probslot.registry import did_you_mean
 from probslot.typing import SlotAttentionOutput, SlotPosterior
 from probslot.validation import check_bool, check_float, check_positive_int
 
-__all__ = ["AggregatePosterior", "DirichletPosterior", "dirichlet_weights"]
+__all__ = ["AggregatePosterior", "DirichletPosterior", "dirichlet_weights", "job_process_group"]
 
 Weighting = Literal["plain", "dirichlet"]
 _WEIGHTINGS = ("plain", "dirichlet")
@@ -598,14 +598,17 @@ class AggregatePosterior(GaussianMixture):
         every process returns the posterior of the M images in dataset order, as one process
         fitting them would (eval-mode encoding treats every image alone: the slot noise is the
         fixed draw of inference, `probslot.nn.layers.slot_noise`). Without a process group, or
-        with one process, this is `fit` on the M images. The metadata is that of `fit`.
+        with one process, this is `fit` on the M images. The metadata is that of `fit`; the
+        other arguments are `fit`'s.
 
         Args:
+            model: a PSA slot autoencoder, as for `fit` (the same weights on every process).
             dataset: a map-style dataset of items accepted by `fit`'s batches (e.g. dicts with
-                ``"image"``); `collate_fn` builds the batches (``probslot.data.contract.collate``
-                for probslot's datasets).
+                ``"image"``).
             batch_size: images per `encode` call on each process.
-            The other arguments are `fit`'s.
+            max_images: use the first this many images of `dataset`.
+            collate_fn: builds a batch from items (``probslot.data.contract.collate`` for
+                probslot's datasets).
         """
         from torch.utils.data import DataLoader, Subset
 
@@ -650,6 +653,19 @@ class AggregatePosterior(GaussianMixture):
         merged = cls.merge([cls(mu, var, pi) for mu, var, pi in gathered])
         info["num_images"] = merged.num_images
         return cls(merged.mu, merged.var, merged.pi, info)
+
+
+def job_process_group() -> tuple[int, int]:
+    """(rank, world size) of this process in a ``torchrun`` job: with ``WORLD_SIZE`` > 1 in the
+    environment, ``torch.distributed`` is initialised from it (gloo: the models run on the CPU)
+    unless it already is; (0, 1) for a single process."""
+    dist = torch.distributed
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
+        return 0, 1
+    dist.init_process_group("gloo")
+    return dist.get_rank(), dist.get_world_size()
 
 
 def _keep(x: Tensor, dtype: torch.dtype) -> Tensor:

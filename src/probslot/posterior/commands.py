@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from probslot.atomic import atomic_write, atomic_write_bytes, atomic_write_text
 from probslot.io import RunPaths, load_model, load_run_config
-from probslot.posterior.aggregate import AggregatePosterior
+from probslot.posterior.aggregate import AggregatePosterior, job_process_group
 from probslot.posterior.fingerprint import file_sha256, model_fingerprint
 from probslot.posterior.mixture import GaussianMixture
 from probslot.posterior.pruning import (
@@ -135,9 +135,18 @@ def aggregate(
         "split": split,
         "image_size": model.image_size[0],
     }
-    posterior = AggregatePosterior.fit(
-        model, loader, max_images=max_images, progress=progress, metadata=metadata
-    )
+    rank, world = job_process_group()  # several processes under torchrun (docs/scaling.md)
+    if world > 1:
+        posterior = AggregatePosterior.fit_distributed(
+            model, loader.dataset, loader.batch_size, collate_fn=loader.collate_fn,
+            max_images=max_images, progress=progress, metadata=metadata,
+        )  # fmt: skip
+        if rank != 0:  # rank 0 writes the file
+            return paths.root / POSTERIOR_FILE
+    else:
+        posterior = AggregatePosterior.fit(
+            model, loader, max_images=max_images, progress=progress, metadata=metadata
+        )
     path = posterior.save(paths.root / POSTERIOR_FILE)
     print(
         f"aggregate posterior of {posterior.num_images} {split} images × {posterior.num_slots} "

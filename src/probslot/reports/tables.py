@@ -130,10 +130,14 @@ def evaluation_tables(ev: Mapping[str, Any]) -> list[Table]:
             Table(
                 "Segmentation",
                 ("masks", *(head[m] for m in metrics)),
-                [(f"{src} masks", *(fmt(v.get(m)) for m in metrics)) for src, v in seg.items()],
+                [
+                    (f"{src} masks", *(fmt(seg[src].get(m)) for m in metrics))
+                    for src in sorted(seg, key=lambda x: (x != "decoder", x))  # decoder first
+                ],
             )
         )
-    rows = [(label(k), fmt(v)) for k, v in (ev.get("reconstruction") or {}).items()]
+    rec = ev.get("reconstruction") or {}
+    rows = [(label(k), fmt(rec[k])) for k in sorted(rec, key=lambda x: (x != "mse", x))]
     cc = ev.get("compositional_contrast")
     if cc:
         rows.append(

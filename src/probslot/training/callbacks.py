@@ -28,7 +28,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgressBar
 from torch import Tensor, nn
 
 from probslot.atomic import atomic_write_bytes
@@ -142,18 +142,22 @@ def _any_rank(trainer: pl.Trainer, flags: list[bool]) -> list[bool]:
     return [bool(v) for v in t.tolist()]
 
 
-class LastCheckpoint(pl.Callback):
+class LastCheckpoint(Checkpoint):
     """Keeps ``last.ckpt`` current and reacts to SIGTERM and to a diverged run.
 
     ``last.ckpt`` is written at the end of a training step every `every_steps` steps, when
     `every_minutes` have passed since the last write, and after every validation during
     training; on a step that is followed by a validation the write waits until the validation
     has run, so that the checkpoint holds the random state the next step starts from. Writes
-    pause while steps are non-finite (the last checkpoint stays the last good one), and after
-    ``optim.max_bad_steps`` of them in a row training stops with
-    :class:`~probslot.training.lit_module.TrainingDiverged`.
+    pause while steps are non-finite, so that the last checkpoint stays the last good one when
+    training stops after ``optim.max_bad_steps`` of them in a row
+    (:class:`~probslot.training.lit_module.TrainingDiverged`, raised by the module after this
+    callback's end-of-step hook).
 
-    SIGTERM (what a cluster scheduler sends before pre-emption) only sets a flag; at the next
+    A Lightning ``Checkpoint``, so Lightning runs it after every other callback, and after
+    :class:`BestCheckpoint` when it comes later in the list: a save at the end of a validation
+    then records the updated best score. SIGTERM (what a cluster scheduler sends before
+    pre-emption) only sets a flag; at the next
     step boundary (the end of a step, or of a validation) every process agrees on it, the
     checkpoint is saved and :class:`RunInterrupted` ends the fit. On one node, the signal is
     forwarded to the processes Lightning launched.
@@ -182,7 +186,7 @@ class LastCheckpoint(pl.Callback):
     def setup(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         self._trainer = trainer
         if stage == "fit" and threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            self._previous_handler = signal.getsignal(signal.SIGTERM)  # before Lightning's
 
     def teardown(self, trainer: pl.Trainer, pl_module: Any, stage: str) -> None:
         if self._previous_handler is not None:
@@ -205,12 +209,13 @@ class LastCheckpoint(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
         self._last_save = time.monotonic()
+        if self._previous_handler is not None:
+            # Replaces the handler Lightning installs just before training: that one broadcasts
+            # from inside the signal handler, which under DDP can meet another collective and
+            # hang; here every process only sets a flag, and they agree at the step's end.
+            signal.signal(signal.SIGTERM, self._on_sigterm)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: Any, *args: Any) -> None:
-        if pl_module.diverged():
-            from probslot.training.lit_module import TrainingDiverged
-
-            raise TrainingDiverged(pl_module.divergence_message())
         step = trainer.global_step
         periodic = self.every_steps > 0 and step % self.every_steps == 0
         timed = self.every_seconds > 0 and time.monotonic() - self._last_save >= self.every_seconds

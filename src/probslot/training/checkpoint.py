@@ -44,6 +44,7 @@ __all__ = [
     "AtomicCheckpointIO",
     "CheckpointError",
     "get_rng_state",
+    "is_legacy_checkpoint",
     "load_checkpoint",
     "probslot_section",
     "set_rng_state",
@@ -208,8 +209,29 @@ def load_checkpoint(
     return checkpoint
 
 
-def check_probslot_section(checkpoint: Mapping[str, Any], path: str | os.PathLike[str]) -> None:
-    """Refuse a checkpoint that probslot did not write, or a newer format than this version."""
+def is_legacy_checkpoint(checkpoint: Mapping[str, Any]) -> bool:
+    """A checkpoint of probslot 0.1.0, before the probslot section: a Lightning checkpoint of a
+    `SlotLightningModule` (its ``skipped_updates`` buffer and ``model.`` weights)."""
+    state = checkpoint.get("state_dict")
+    return (
+        "probslot" not in checkpoint
+        and "pytorch-lightning_version" in checkpoint
+        and isinstance(state, Mapping)
+        and "skipped_updates" in state
+        and any(str(k).startswith("model.") for k in state)
+    )
+
+
+def check_probslot_section(checkpoint: dict[str, Any], path: str | os.PathLike[str]) -> None:
+    """Refuse a checkpoint that probslot did not write, or a newer format than this version.
+
+    A checkpoint of probslot 0.1.0 (:func:`is_legacy_checkpoint`) is accepted and given a
+    version-0 section marked ``legacy`` (no data position or random states: its resume
+    continues, but is not exact)."""
+    if is_legacy_checkpoint(checkpoint):
+        checkpoint["probslot"] = probslot_section(legacy=True)
+        checkpoint["probslot"]["version"] = 0
+        return
     section = checkpoint.get("probslot")
     if not isinstance(section, Mapping) or section.get("format") != CHECKPOINT_FORMAT:
         keys = ", ".join(sorted(str(k) for k in checkpoint)[:8])

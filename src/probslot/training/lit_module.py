@@ -314,14 +314,17 @@ class SlotLightningModule(pl.LightningModule):
             "NaN/inf, or train in precision 32; last.ckpt is the last checkpoint before the streak"
         )
 
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # after the callbacks' end-of-step hooks (LastCheckpoint wrote nothing during the streak)
+        if self.diverged():
+            raise TrainingDiverged(self.divergence_message())
+
     def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
         super().optimizer_step(*args, **kwargs)
         # Right after the update, before any on_train_batch_end hook, so that a checkpoint saved
         # at the end of a step always holds the EMA of that step.
         if self.ema is not None:
             self.ema.update(self.model)
-        if self.diverged() and self._trainer is not None:
-            self.trainer.should_stop = True
 
     # ----------------------------------------------------------------- run state
     def on_train_start(self) -> None:

@@ -207,6 +207,12 @@ def resolve_run_config(
         named = load_config(config, list(overrides))
         root = Path(named.trainer.output_dir) / named.trainer.run_name
     saved_file = RunPaths(root).config
+    if not saved_file.is_file() and not RunPaths(root).last_ckpt.exists():
+        raise FileNotFoundError(
+            f"cannot resume: {str(RunPaths(root).last_ckpt)!r} does not exist. Train without "
+            "--resume first, or pass the run directory to continue as --config (or set "
+            "trainer.output_dir / trainer.run_name to it)"
+        )
     if not saved_file.is_file():
         raise FileNotFoundError(
             f"cannot resume: {str(saved_file)!r} does not exist, so {str(root)!r} is not a run "
@@ -261,14 +267,14 @@ def environment_info(cfg: RunConfig) -> dict[str, Any]:
             "version": torch.__version__,
             "git_version": getattr(torch.version, "git_version", None),
             "cuda": torch.version.cuda,
-            "cudnn": torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None,
+            "cudnn": torch.backends.cudnn.version()
+            if torch.backends.cudnn.is_available()
+            else None,
             "mkldnn": torch.backends.mkldnn.is_available(),
             "openmp": torch.backends.openmp.is_available(),
             "intra_op_threads": torch.get_num_threads(),
             "inter_op_threads": torch.get_num_interop_threads(),
-            "gpus": [
-                torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())
-            ],
+            "gpus": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())],
         },
         "seed": cfg.trainer.seed,
         "data_seed": cfg.data.seed,
@@ -540,10 +546,20 @@ def train(
             _remove_stale_temporaries(paths.root)
         checkpoint = _check_resumable(paths, cfg)
         resumed_from = int(checkpoint["global_step"])
+        if checkpoint["probslot"].get("legacy") and zero:
+            print(
+                f"note: {paths.last_ckpt} was written by probslot 0.1.0; it resumes with its "
+                "weights, optimiser, scheduler and EMA, but without the data position and "
+                "random states that newer checkpoints hold, so not exactly"
+            )
         del checkpoint
         if resumed_from >= cfg.trainer.max_steps and paths.metrics.is_file():
             result = TrainResult(json.loads(paths.metrics.read_text()))
-            result.run_dir, result.status, result.is_global_zero = paths.root, "already_finished", zero
+            result.run_dir, result.status, result.is_global_zero = (
+                paths.root,
+                "already_finished",
+                zero,
+            )
             result.message = (
                 f"run {str(paths.root)!r} already finished: last.ckpt is at step {resumed_from} "
                 f"of trainer.max_steps={cfg.trainer.max_steps}; nothing to do. To train longer, "

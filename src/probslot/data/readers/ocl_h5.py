@@ -22,6 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import io
+import pickle
+
 import numpy as np
 
 from probslot.data.readers.base import READERS, DataFormatError, Reader, Record
@@ -138,8 +141,9 @@ class OclH5Reader(Reader):
 
     def _read_metadata(self) -> dict[str, Any]:
         try:
-            meta = np.load(self.meta_path, allow_pickle=True)
-            meta = meta.item() if isinstance(meta, np.ndarray) and meta.shape == () else meta
+            meta = _load_metadata_npy(self.meta_path)
+        except pickle.UnpicklingError as err:  # a global outside the allow-list: never run
+            raise DataFormatError(self.meta_path, f"refused: {err}") from None
         except Exception as err:  # a truncated or foreign file: say which
             raise DataFormatError(self.meta_path, f"not a readable metadata .npy ({err})") from None
         if not isinstance(meta, dict):
@@ -194,3 +198,51 @@ class OclH5Reader(Reader):
         return self.make_record(
             chunk["image"][j], mask, latents, len(objects), f"{self.path}: record {index}"
         )
+
+
+# --------------------------------------------------------------------------- metadata.npy
+#: What object-centric-library's `{name}-metadata.npy` pickles: a dict of plain Python values and
+#: NumPy arrays. Only these globals may be looked up while unpickling it, so a crafted file
+#: cannot run code (a plain `np.load(allow_pickle=True)` would run anything).
+_SAFE_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"),
+    ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.multiarray", "scalar"),
+    ("numpy._core.multiarray", "scalar"),
+    ("numpy", "ndarray"),
+    ("numpy", "dtype"),
+    ("builtins", "dict"),
+    ("builtins", "list"),
+    ("builtins", "tuple"),
+    ("builtins", "set"),
+    ("collections", "OrderedDict"),
+}
+
+
+class _MetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _SAFE_GLOBALS:
+            raise pickle.UnpicklingError(
+                f"the metadata pickle asks for {module}.{name}, which is not a plain value or "
+                "NumPy array (only those are read, so that no code in the file can run)"
+            )
+        return super().find_class(module, name)
+
+
+def _load_metadata_npy(path: Path) -> Any:
+    """The object a `np.save(path, obj, allow_pickle=True)` file holds, unpickled with an
+    allow-list of plain values and NumPy arrays (see `_SAFE_GLOBALS`)."""
+    with open(path, "rb") as fh:
+        version = np.lib.format.read_magic(fh)
+        read_header = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }.get(version)
+        if read_header is None:
+            raise ValueError(f".npy format version {version} is not one this reader knows")
+        shape, _, dtype = read_header(fh)
+        if not dtype.hasobject:  # a plain array: no pickle at all
+            fh.seek(0)
+            return np.load(fh, allow_pickle=False)
+        obj = _MetadataUnpickler(io.BytesIO(fh.read())).load()
+    return obj.item() if isinstance(obj, np.ndarray) and obj.shape == () else obj
