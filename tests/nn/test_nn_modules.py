@@ -217,7 +217,9 @@ def test_slot_permutation_equivariance(name, options, slot_dim, monkeypatch) -> 
         else:
             log_pi = torch.full((B, K), -math.log(K), dtype=torch.float64)
             monkeypatch.setattr(
-                module, "initial_state", lambda b, k, dev, dt, *draw: (mu0[:, p], var0[:, p], log_pi)
+                module,
+                "initial_state",
+                lambda b, k, dev, dt, *draw: (mu0[:, p], var0[:, p], log_pi),
             )
         return module(x, mask=mask_example())
 

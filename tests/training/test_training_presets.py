@@ -15,7 +15,12 @@ from probslot.training import train
 
 # the real-image configs need their data and a ViT checkpoint: tests/training/test_training_real_images.py
 # trains each of them on fixtures with a tiny ViT instead
-REAL_IMAGES = {"voc_dino_psa_mlp", "voc_dino_sa_mlp", "voc_dino_psa_transformer", "coco_dinov2_psa_mlp"}
+REAL_IMAGES = {
+    "voc_dino_psa_mlp",
+    "voc_dino_sa_mlp",
+    "voc_dino_psa_transformer",
+    "coco_dinov2_psa_mlp",
+}
 # the benchmark configs (CLEVR6, Objects-Room, ...) read a converted store (data.root):
 # tests/data/test_data_configs.py trains each of them one step on a converted fixture store
 BUILT_IN_DATA = {"sprites", "toy2d"}

@@ -18,12 +18,11 @@ scene has fewer than four background entities); this reader keeps the file's lab
 
 from __future__ import annotations
 
+import io
+import pickle
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import io
-import pickle
 
 import numpy as np
 
