@@ -343,3 +343,10 @@ def test_ocl_metadata_is_read_without_running_code_from_it(tmp_path):
     with pytest.raises(pickle.UnpicklingError, match="not a plain value or NumPy array"):
         _load_metadata_npy(tmp_path / "evil.npy")
     assert not ran.exists()
+
+
+def test_an_empty_tfrecord_file_is_an_error_not_an_empty_dataset(tmp_path):
+    path = tmp_path / "tetrominoes_train.tfrecords"
+    path.write_bytes(b"")
+    with pytest.raises(DataFormatError, match=r"tetrominoes_train.tfrecords.*empty \(0 bytes\)"):
+        list(READERS.get("tetrominoes")(path).records())

@@ -303,6 +303,64 @@ def checkpoint_bytes(damage, where, byte, junk) -> None:
 test_checkpoint_bytes, test_checkpoint_bytes_thorough = checkpoint_bytes
 
 
+# --------------------------------------------------------------------------- reader bytes
+_TFR: dict[bool, bytes] = {}
+
+
+def _tfrecord_bytes(compress: bool) -> bytes:
+    """A Tetrominoes TFRecord of 3 scenes in the exact DeepMind layout (tests/format_fixtures)."""
+    if compress not in _TFR:
+        from format_fixtures import write_deepmind
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path, _ = write_deepmind(Path(tmp), "tetrominoes", 3, seed=5, compress=compress)
+            _TFR[compress] = path.read_bytes()
+    return _TFR[compress]
+
+
+@_fuzz(
+    compress=st.booleans(),
+    damage=st.sampled_from(["truncate", "flip", "splice"]),
+    where=st.floats(0.0, 1.0),
+    byte=st.integers(1, 255),
+    junk=st.binary(min_size=1, max_size=64),
+)
+def tfrecord_reader_bytes(compress, damage, where, byte, junk) -> None:
+    """A damaged TFRecord (GZIP or not) read through the real reader either yields records of
+    the contract's shapes or raises DataFormatError naming the file; never another exception,
+    never a silently wrong record count."""
+    from probslot.data.readers import READERS, DataFormatError
+
+    good = _tfrecord_bytes(compress)
+    at = min(int(where * len(good)), len(good) - 1)
+    if damage == "truncate":
+        bad = good[:at]
+    elif damage == "flip":
+        bad = good[:at] + bytes([good[at] ^ byte]) + good[at + 1 :]
+    else:
+        bad = good[:at] + junk + good[at:]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "tetrominoes_train.tfrecords"
+        path.write_bytes(bad)
+        try:
+            records = list(READERS.get("tetrominoes")(path).records())
+        except DataFormatError as err:
+            assert str(path) in str(err) or path.name in str(err)
+            return
+    if damage == "truncate" and not compress:
+        # an uncompressed file cut exactly between records is a shorter valid file (TFRecord
+        # has no record count): the records before the cut, intact (0 bytes is an error)
+        assert 0 < len(records) < 3
+    else:
+        # the damage missed everything that is read (e.g. a flip in GZIP padding): all 3 scenes
+        assert len(records) == 3
+    for record in records:
+        assert record.image.dtype.name == "uint8" and record.image.shape[-1] == 3
+
+
+test_tfrecord_reader_bytes, test_tfrecord_reader_bytes_thorough = tfrecord_reader_bytes
+
+
 @pytest.mark.slow
 def test_zz_every_fuzzed_function_ran_its_examples() -> None:
     """Runs last in this module (pytest keeps file order): the thorough twins ran at least

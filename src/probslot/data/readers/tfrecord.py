@@ -105,6 +105,8 @@ def iter_records(
         DataFormatError: a CRC mismatch, a record cut short, a damaged GZIP stream.
     """
     path = Path(path)
+    if path.stat().st_size == 0:  # a failed download, not a dataset with no scenes
+        raise DataFormatError(path, "the file is empty (0 bytes): download it again", 0)
     stream, raw = _open(path)
     index, offset = 0, 0
     try:
