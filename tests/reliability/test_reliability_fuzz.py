@@ -253,6 +253,26 @@ def aggregate_posterior(data, m, k, d, scale, var_scale, dead, cut) -> None:
 test_aggregate_posterior, test_aggregate_posterior_thorough = aggregate_posterior
 
 
+# --------------------------------------------------------------------------- damaged bytes
+#: the damage a property applies to a good file: where ∈ [0, 1] picks the byte
+DAMAGE = dict(
+    damage=st.sampled_from(["truncate", "flip", "splice"]),
+    where=st.floats(0.0, 1.0),
+    byte=st.integers(1, 255),
+    junk=st.binary(min_size=1, max_size=64),
+)
+
+
+def _damaged(good: bytes, damage: str, where: float, byte: int, junk: bytes) -> bytes:
+    """`good` cut at, XOR-ed at (with `byte`) or spliced with `junk` at one position."""
+    at = min(int(where * len(good)), len(good) - 1)
+    if damage == "truncate":
+        return good[:at]
+    if damage == "flip":
+        return good[:at] + bytes([good[at] ^ byte]) + good[at + 1 :]
+    return good[:at] + junk + good[at:]
+
+
 # --------------------------------------------------------------------------- checkpoint bytes
 _CKPT: dict[str, bytes] = {}
 
@@ -271,23 +291,11 @@ def _checkpoint_bytes() -> bytes:
     return _CKPT["b"]
 
 
-@_fuzz(
-    damage=st.sampled_from(["truncate", "flip", "splice"]),
-    where=st.floats(0.0, 1.0),
-    byte=st.integers(1, 255),
-    junk=st.binary(min_size=1, max_size=64),
-)
+@_fuzz(**DAMAGE)
 def checkpoint_bytes(damage, where, byte, junk) -> None:
     """A damaged checkpoint is refused with CheckpointError, or (when the damage misses
     everything that is read) loads unchanged; never another exception."""
-    good = _checkpoint_bytes()
-    at = min(int(where * len(good)), len(good) - 1)
-    if damage == "truncate":
-        bad = good[:at]
-    elif damage == "flip":
-        bad = good[:at] + bytes([good[at] ^ byte]) + good[at + 1 :]
-    else:
-        bad = good[:at] + junk + good[at:]
+    bad = _damaged(_checkpoint_bytes(), damage, where, byte, junk)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "last.ckpt"
         path.write_bytes(bad)
@@ -318,27 +326,14 @@ def _tfrecord_bytes(compress: bool) -> bytes:
     return _TFR[compress]
 
 
-@_fuzz(
-    compress=st.booleans(),
-    damage=st.sampled_from(["truncate", "flip", "splice"]),
-    where=st.floats(0.0, 1.0),
-    byte=st.integers(1, 255),
-    junk=st.binary(min_size=1, max_size=64),
-)
+@_fuzz(compress=st.booleans(), **DAMAGE)
 def tfrecord_reader_bytes(compress, damage, where, byte, junk) -> None:
     """A damaged TFRecord (GZIP or not) read through the real reader either yields records of
     the contract's shapes or raises DataFormatError naming the file; never another exception,
     never a silently wrong record count."""
     from probslot.data.readers import READERS, DataFormatError
 
-    good = _tfrecord_bytes(compress)
-    at = min(int(where * len(good)), len(good) - 1)
-    if damage == "truncate":
-        bad = good[:at]
-    elif damage == "flip":
-        bad = good[:at] + bytes([good[at] ^ byte]) + good[at + 1 :]
-    else:
-        bad = good[:at] + junk + good[at:]
+    bad = _damaged(_tfrecord_bytes(compress), damage, where, byte, junk)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "tetrominoes_train.tfrecords"
         path.write_bytes(bad)
