@@ -42,12 +42,17 @@ class SlotPosterior:
         var:  (b, k, d) diagonal slot variances σ(T)².
         pi:   (b, k) mixing weights π(T); each row lies on the simplex.
         attn: (b, k, n) responsibilities A (sum to 1 over k for each real token; 0 on masked tokens).
+        gates: (b, k) keep gates g of a learned keep gate (`probslot.nn.KeepGate`), else None;
+            the additive decoder weighs each slot's alpha by g (see `KeepGate`).
+        keep_prob: (b, k) the gate's keep probabilities σ(ℓ), else None.
     """
 
     mu: Tensor
     var: Tensor
     pi: Tensor
     attn: Tensor
+    gates: Tensor | None = None
+    keep_prob: Tensor | None = None
 
     @property
     def slots(self) -> Tensor:
@@ -73,15 +78,20 @@ class SlotPosterior:
 
 @dataclass(frozen=True)
 class SlotAttentionOutput:
-    """Output of the slot-attention baseline (Locatello et al. 2020).
+    """Output of the slot-attention baseline (Locatello et al. 2020) and of the AE baseline
+    (`probslot.nn.FlatSlots`, whose attention is uniform).
 
     Attributes:
         slots: (b, k, d) slot vectors after the last iteration.
         attn:  (b, k, n) attention over slots (softmax over k for each token).
+        gates: (b, k) keep gates of a learned keep gate (`probslot.nn.KeepGate`), else None.
+        keep_prob: (b, k) the gate's keep probabilities, else None.
     """
 
     slots: Tensor
     attn: Tensor
+    gates: Tensor | None = None
+    keep_prob: Tensor | None = None
 
     @property
     def num_slots(self) -> int:
@@ -123,7 +133,8 @@ class AutoencoderOutput:
                     `SlotAutoencoder.reconstruct` and every analysis do.
         masks:      (b, k, 1, H, W) decoder alpha masks, or None for non-additive decoders.
         per_slot:   (b, k, 3, H, W) per-slot images, or None.
-        grouping:   the grouping output (`SlotPosterior` for PSA, `SlotAttentionOutput` for SA).
+        grouping:   the grouping output (`SlotPosterior` for PSA, `SlotAttentionOutput` for SA
+                    and the AE baseline; with a keep gate its ``gates`` and ``keep_prob`` are set).
         attn_masks: (b, k, H, W) grouping attention upsampled to image size.
     """
 

@@ -26,6 +26,7 @@ def tiny_config(**overrides) -> ModelConfig:
     from probslot.models import get_preset
 
     name = decoder or get_preset(preset).decoder
+    grouping = overrides.get("grouping") or get_preset(preset).grouping
     fields = dict(
         preset=preset,
         decoder=decoder,
@@ -36,25 +37,30 @@ def tiny_config(**overrides) -> ModelConfig:
         encoder_kwargs=dict(TINY_ENCODER),
         decoder_kwargs=dict(TINY_DECODER[name]),
     )
+    if grouping == "ae":  # the AE baseline pools a square token grid: H × H images (4×4 tokens)
+        fields["image_size"] = [H, H]
+        if "init_size" in fields["decoder_kwargs"]:
+            fields["decoder_kwargs"]["init_size"] = [2, 2]
     fields.update(overrides)
     return ModelConfig(**fields)
 
 
 def check_forward_backward(model: SlotAutoencoder, keep=None):
-    images = torch.rand(B, 3, H, W)
+    h, w = model.image_size
+    images = torch.rand(B, 3, h, w)
     out = model(images, keep=keep)
     assert isinstance(out, AutoencoderOutput)
-    assert out.recon.shape == (B, 3, H, W)
-    assert out.attn_masks.shape == (B, K, H, W)
+    assert out.recon.shape == (B, 3, h, w)
+    assert out.attn_masks.shape == (B, K, h, w)
     assert (out.attn_masks >= 0).all()
     # PSA forms A = exp(log_joint − logsumexp) in float32; with large log-densities the sums
     # drift from 1 by up to ~1e-3 (reported to the probslot.nn owner; softmax would be exact).
-    torch.testing.assert_close(out.attn_masks.sum(1), torch.ones(B, H, W), atol=2e-3, rtol=0)
+    torch.testing.assert_close(out.attn_masks.sum(1), torch.ones(B, h, w), atol=2e-3, rtol=0)
     assert out.slots.shape == (B, K, D)
     if out.masks is not None:
-        assert out.masks.shape == (B, K, 1, H, W)
-        torch.testing.assert_close(out.masks.sum(1), torch.ones(B, 1, H, W))
-        assert out.per_slot.shape == (B, K, 3, H, W)
+        assert out.masks.shape == (B, K, 1, h, w)
+        torch.testing.assert_close(out.masks.sum(1), torch.ones(B, 1, h, w))
+        assert out.per_slot.shape == (B, K, 3, h, w)
     loss = model.loss(images, out)
     assert loss.ndim == 0 and torch.isfinite(loss)
     loss.backward()
@@ -71,7 +77,7 @@ def test_every_grouping_in_a_model(grouping):
         tiny_config(preset=None, encoder="cnn", grouping=grouping, decoder="broadcast")
     )
     out = check_forward_backward(model)
-    expected = SlotAttentionOutput if grouping == "sa" else SlotPosterior
+    expected = SlotAttentionOutput if grouping in ("sa", "ae") else SlotPosterior
     assert isinstance(out.grouping, expected)
 
 

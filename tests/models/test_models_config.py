@@ -18,7 +18,7 @@ from probslot.models.likelihood import MSE
 
 
 def test_presets_are_the_papers_models():
-    assert available_presets() == ["SA", "SA-NoA", "PSA", "PSA-Proj", "PSA-NoA"]
+    assert available_presets() == ["SA", "SA-NoA", "PSA", "PSA-Proj", "PSA-NoA", "AE"]
 
 
 @pytest.mark.parametrize(
@@ -29,6 +29,7 @@ def test_presets_are_the_papers_models():
         ("PSA", "psa", "broadcast", "dgauss", 5),
         ("PSA-Proj", "psa-proj", "broadcast", "mse", 5),
         ("PSA-NoA", "psa-proj", "noa", "dgauss", 5),  # the paper's definition (notes §11.4)
+        ("AE", "ae", "broadcast", "mse", 1),  # Table 2's AE (Brady et al. 2023): no iterations
     ],
 )
 def test_preset_resolution(preset, grouping, decoder, likelihood, iters):

@@ -1,6 +1,8 @@
-"""Grouping modules (`ProbabilisticSlotAttention`, `SlotAttention`) and the `GROUPINGS` registry.
+"""Grouping modules (`ProbabilisticSlotAttention`, `SlotAttention`, the AE baseline `FlatSlots`)
+and the `GROUPINGS` registry.
 
-Sizes are pairwise distinct (b=2, n=7, D=5, d=4, k=3) so a swapped axis cannot pass.
+Sizes are pairwise distinct (b=2, n=7, D=5, d=4, k=3) so a swapped axis cannot pass; the AE
+baseline, which needs a square token grid, takes n = 16 (its own tests: test_nn_flat.py).
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ CONFIGS = [
     ),  # fmt: skip
 ]
 IDS = [f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _ in CONFIGS]
+# the AE baseline: a square token grid (n = 16), a fixed K and no token-order invariance, so it
+# is swept by the contract tests of its own below (and by tests/nn/test_nn_flat.py)
+AE_CONFIGS = [
+    ("ae", {}, DS),
+    ("ae", {"pool": 2, "hidden": [6, 7]}, None),
+]
+AE_IDS = [
+    f"{n}-{'-'.join(f'{k}={v}' for k, v in o.items()) or 'default'}" for n, o, _ in AE_CONFIGS
+]
+N_GRID = 16
 
 
 def build(name: str, options: dict, slot_dim: int | None, iters: int = 3) -> torch.nn.Module:
@@ -96,7 +108,7 @@ def seeded(module, *args, seed: int = 3, **kwargs):
 
 
 def test_registry_names_and_suggestions() -> None:
-    assert GROUPINGS.available() == ["psa", "psa-proj", "sa"]
+    assert GROUPINGS.available() == ["ae", "psa", "psa-proj", "sa"]
     with pytest.raises(ValueError, match=r"unknown grouping 'psa_proj'. Did you mean 'psa-proj'"):
         GROUPINGS.get("psa_proj")
     with pytest.raises(ValueError, match=r"unknown option 'variant' for grouping 'psa'"):
@@ -121,8 +133,30 @@ def test_every_factory_option_is_swept() -> None:
         options = (
             set(params) - {"num_slots", "dim", "slot_dim", "iters"} - only_rejected.get(name, set())
         )
-        swept = set().union(*(o for n, o, _ in CONFIGS if n == name))
+        swept = set().union(*(o for n, o, _ in CONFIGS + AE_CONFIGS if n == name))
         assert options <= swept, f"{name}: options never swept: {sorted(options - swept)}"
+
+
+@pytest.mark.parametrize(("name", "options", "slot_dim"), AE_CONFIGS, ids=AE_IDS)
+def test_ae_forward_contract_gradients_and_bf16(name, options, slot_dim) -> None:
+    module = build(name, options, slot_dim)
+    d = module.slot_dim
+    assert (module.num_slots, module.dim, d) == (K, D, slot_dim or D)
+    x = torch.randn(B, N_GRID, D, requires_grad=True)
+    mask = torch.ones(B, N_GRID, dtype=torch.bool)
+    mask[0, [1, 6]] = False
+    out = module(x, mask=mask)
+    assert isinstance(out, SlotAttentionOutput)
+    assert out.slots.shape == (B, K, d) and out.attn.shape == (B, K, N_GRID)
+    torch.testing.assert_close(out.attn.sum(1), mask.float())
+    loss = (out.slots * torch.randn_like(out.slots)).sum()
+    loss.backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    for pname, p in module.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, f"{pname} got no gradient"
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = module(x.detach() * 3, mask=mask)
+    assert torch.isfinite(low.slots).all() and torch.isfinite(low.attn).all()
 
 
 @pytest.mark.parametrize(("name", "options", "slot_dim"), CONFIGS, ids=IDS)

@@ -1,4 +1,5 @@
-"""Shared decoder machinery: input checks, packing of kept slots, upsampling conv stacks."""
+"""Shared decoder machinery: input checks, packing of kept slots, gated alpha compositing,
+upsampling conv stacks."""
 
 from __future__ import annotations
 
@@ -12,9 +13,11 @@ from probslot.layers import as_hw, make_activation
 from probslot.validation import check_positive_int
 
 __all__ = [
+    "check_gates",
     "check_keep",
     "check_odd",
     "check_slots",
+    "gated_softmax",
     "num_upsamplings",
     "pack_kept",
     "unpack_kept",
@@ -60,6 +63,56 @@ def check_keep(keep: Tensor | None, batch: int, num_slots: int) -> None:
             f"keep must keep at least one slot per image; images {rows} keep none "
             "(lower the relevance threshold tau or always keep the slot with the largest pi)"
         )
+
+
+def check_gates(gates: Tensor | None, batch: int, num_slots: int) -> None:
+    """Validate keep gates: None or a (batch, num_slots) float tensor ≥ 0 with a positive gate in
+    every image (an image whose slots are all gated off has nothing to draw)."""
+    if gates is None:
+        return
+    if not isinstance(gates, Tensor) or not gates.is_floating_point():
+        got = gates.dtype if isinstance(gates, Tensor) else type(gates).__name__
+        raise TypeError(
+            f"gates must be a float tensor of shape (batch, slots) with values >= 0; got {got}"
+        )
+    if tuple(gates.shape) != (batch, num_slots):
+        raise ValueError(
+            f"gates must have shape (batch, slots) = {(batch, num_slots)} to match the slots; "
+            f"got {tuple(gates.shape)}"
+        )
+    g = gates.detach()
+    if bool((~(g >= 0).all(1) | ~(g > 0).any(1)).any()):  # NaN fails g >= 0 too
+        rows = (~(g >= 0).all(1) | ~(g > 0).any(1)).nonzero().flatten().tolist()
+        raise ValueError(
+            f"gates must be >= 0 with at least one positive gate per image; images {rows} "
+            "break this (a KeepGate always keeps each image's most probable slot)"
+        )
+
+
+def gated_softmax(logits: Tensor, gates: Tensor | None) -> Tensor:
+    """Alpha masks over slots (dim 1) weighted by keep gates (AdaSlot, Fan et al. 2024):
+    m_k = g_k e^{α_k} / Σ_j g_j e^{α_j}.
+
+    logits (b, k, ...) alpha logits (−inf for skipped slots), gates (b, k) ≥ 0 or None (plain
+    softmax) → masks of the shape of `logits`. The value is softmax(α + log g): bit for bit the
+    plain softmax when every g = 1, exactly 0 where g = 0 (so hard gates equal decoding only the
+    kept slots). The gradient is the quotient's, which stays finite at g = 0 — log g's would be
+    infinite there — so a straight-through gate of value 0 still learns what its slot would add.
+    """
+    masks = torch.softmax(logits if gates is None else logits + _expand(gates, logits).log(), 1)
+    if gates is None or not gates.requires_grad:  # log g is a constant: its softmax is exact
+        return masks
+    g = _expand(gates, logits)
+    shift = logits.amax(1, keepdim=True).detach()  # e^{α − max} ≤ 1: no overflow
+    weighted = g * torch.exp(logits - shift)
+    total = weighted.sum(1, keepdim=True).clamp_min(torch.finfo(weighted.dtype).tiny)
+    smooth = weighted / total
+    return masks.detach() + (smooth - smooth.detach())  # value: masks; gradient: the quotient's
+
+
+def _expand(gates: Tensor, like: Tensor) -> Tensor:
+    """(b, k) gates → (b, k, 1, ...) in the dtype of `like`, to broadcast over its other axes."""
+    return gates.to(like.dtype).reshape(*gates.shape, *([1] * (like.ndim - gates.ndim)))
 
 
 def pack_kept(slots: Tensor, keep: Tensor | None) -> tuple[Tensor, Tensor | None]:

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from probslot.decoders.common import (
+    check_gates,
     check_odd,
     check_slots,
+    gated_softmax,
     num_upsamplings,
     pack_kept,
     unpack_kept,
@@ -59,9 +60,15 @@ class AdditiveDecoder(nn.Module):
     """Base class: f_d(s) = Σ_k m_k ⊙ x_k with masks m = softmax_k(alpha logits) (notes §7).
 
     Subclasses implement ``decode_each(slots (m, d)) → (m, 4, H, W)`` (RGB + alpha logit).
-    forward(slots (b, k, d), keep (b, k) bool | None) → DecoderOutput(recon (b, 3, H, W),
-    masks (b, k, 1, H, W), per_slot (b, k, 3, H, W)). Skipped slots get mask 0 and per_slot 0,
-    and the output equals decoding only the kept slots. Masks sum to 1 over the kept slots.
+    forward(slots (b, k, d), keep (b, k) bool | None, gates (b, k) float | None) →
+    DecoderOutput(recon (b, 3, H, W), masks (b, k, 1, H, W), per_slot (b, k, 3, H, W)).
+    Skipped slots get mask 0 and per_slot 0, and the output equals decoding only the kept slots.
+    Masks sum to 1 over the kept slots.
+
+    ``gates`` (a `probslot.nn.KeepGate`'s, AdaSlot) weigh the alphas instead of skipping:
+    masks_k = g_k e^{α_k} / Σ_j g_j e^{α_j} (`gated_softmax`), differentiable in g. Every slot
+    is decoded (a gate of 0 still gets a gradient); gates of 1 give the plain output bit for bit,
+    hard 0/1 gates the output of ``keep = gates > 0``.
     """
 
     slot_dim: int
@@ -70,14 +77,17 @@ class AdditiveDecoder(nn.Module):
     def decode_each(self, slots: Tensor) -> Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def forward(self, slots: Tensor, keep: Tensor | None = None) -> DecoderOutput:
+    def forward(
+        self, slots: Tensor, keep: Tensor | None = None, gates: Tensor | None = None
+    ) -> DecoderOutput:
         check_slots(slots, keep, self.slot_dim)
         b, k, _ = slots.shape
+        check_gates(gates, b, k)
         packed, index = pack_kept(slots, keep)  # (m, d)
         out = self.decode_each(packed)  # (m, 4, H, W)
         rgb = unpack_kept(out[:, :3], index, b, k, 0.0)  # (b, k, 3, H, W)
         logits = unpack_kept(out[:, 3:], index, b, k, float("-inf"))  # (b, k, 1, H, W)
-        masks = torch.softmax(logits, dim=1)  # exactly 0 on skipped slots
+        masks = gated_softmax(logits, gates)  # exactly 0 on skipped and gated-off slots
         recon = (masks * rgb).sum(dim=1)  # (b, 3, H, W)
         return DecoderOutput(recon=recon, masks=masks, per_slot=rgb)
 

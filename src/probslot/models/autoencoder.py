@@ -9,9 +9,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from probslot.decoders import is_additive
 from probslot.decoders.common import check_keep
 from probslot.layers import as_hw
 from probslot.models.likelihood import MSE
+from probslot.nn import KeepGate, unwrap_grouping
 from probslot.typing import (
     AutoencoderOutput,
     DecoderOutput,
@@ -38,7 +40,8 @@ class SlotAutoencoder(nn.Module):
         grouping: ``module(tokens (b, n, out_dim), num_slots=None) → SlotPosterior |
             SlotAttentionOutput``, attribute ``slot_dim``.
         decoder: ``module(slots (b, k, slot_dim), keep=None) → DecoderOutput``, attribute
-            ``image_size``.
+            ``image_size``; with a keep gate (`probslot.nn.KeepGate` around the grouping) an
+            additive decoder that also takes ``gates=`` (b, k).
         num_slots: default number of slots K (override per call).
         likelihood: module with ``nll(recon, target) → scalar`` in [−1, 1] space (default `MSE`).
         image_size: (H, W) the model accepts; default the decoder's ``image_size``.
@@ -87,6 +90,12 @@ class SlotAutoencoder(nn.Module):
                 "them), the grouping (which keeps them out of its LayerNorm) and, optionally, the "
                 f"decoder (which draws around them); got {coords}. Set coord_dims: 2 in "
                 "encoder_kwargs, grouping_kwargs and decoder_kwargs"
+            )
+        if isinstance(grouping, KeepGate) and not is_additive(decoder):
+            raise ValueError(
+                "a keep gate weighs the alpha masks of an additive decoder (AdaSlot); got "
+                f"decoder {type(decoder).__name__}, which has none. Use the decoder broadcast "
+                "or broadcast-mlp, or drop keep_gate"
             )
         dsize = getattr(decoder, "image_size", None)
         if dsize is not None and tuple(dsize) != self.image_size:
@@ -168,10 +177,27 @@ class SlotAutoencoder(nn.Module):
                 per_slot = per_slot * keep[:, :, None, None, None]
         return DecoderOutput(recon=self.to_unit(out.recon), masks=out.masks, per_slot=per_slot)
 
-    def decode(self, slots: Tensor, keep: Tensor | None = None) -> DecoderOutput:
-        """slots (b, k, d), keep (b, k) bool | None → DecoderOutput in [0, 1] image space
-        (not clamped; see `AutoencoderOutput.recon`)."""
-        return self._unit_output(self.decoder(slots, keep=keep), keep)
+    def decode(
+        self, slots: Tensor, keep: Tensor | None = None, gates: Tensor | None = None
+    ) -> DecoderOutput:
+        """slots (b, k, d), keep (b, k) bool | None, gates (b, k) float | None → DecoderOutput
+        in [0, 1] image space (not clamped; see `AutoencoderOutput.recon`).
+
+        ``gates`` are a keep gate's (`probslot.nn.KeepGate`), for an additive decoder. When no
+        gradient can flow through them and they are hard (all 0 or 1, as in eval), they become
+        part of ``keep``, so gated-off slots cost no decoder compute; otherwise (training) every
+        slot is decoded and the gates weigh the alpha masks.
+        """
+        if gates is not None:
+            hard = not (torch.is_grad_enabled() and gates.requires_grad) and bool(
+                ((gates == 0) | (gates == 1)).all()
+            )
+            if hard:
+                on = gates > 0
+                keep, gates = (on if keep is None else keep & on), None
+        if gates is None:
+            return self._unit_output(self.decoder(slots, keep=keep), keep)
+        return self._unit_output(self.decoder(slots, keep=keep, gates=gates), keep)
 
     @property
     def token_grid(self) -> tuple[int, int]:
@@ -181,8 +207,6 @@ class SlotAutoencoder(nn.Module):
     @property
     def additive(self) -> bool:
         """True when the decoder returns per-slot masks and images (`broadcast`, `broadcast-mlp`)."""
-        from probslot.decoders import is_additive
-
         return is_additive(self.decoder)
 
     def attention_masks(self, attn: Tensor, grid: tuple[int, int]) -> Tensor:
@@ -204,7 +228,8 @@ class SlotAutoencoder(nn.Module):
         """(b, k) bool: the slots left alive inside EM (π > 0) when the grouping's extensions
         (`extensions`, else the module's own) can remove slots (ARD pruning, merging), else None
         (every slot). Pruned and merged-away slots are not decoded."""
-        parts = getattr(self.grouping, "extensions", ()) if extensions is None else extensions
+        inner = unwrap_grouping(self.grouping)
+        parts = getattr(inner, "extensions", ()) if extensions is None else extensions
         if any(getattr(part, "removes_slots", False) for part in parts):
             return grouping.pi > 0
         return None
@@ -220,7 +245,8 @@ class SlotAutoencoder(nn.Module):
         image space, not clamped: see `AutoencoderOutput.recon`).
 
         ``keep`` (b, k) bool skips slots in the decoder (ARD pruning, paper Eq. 7); the grouping
-        still runs with all k slots, so the attention masks cover all of them.
+        still runs with all k slots, so the attention masks cover all of them. A keep gate's
+        ``gates`` (in the grouping output) are applied on top (see `decode`).
         ``grouping_args``: keyword arguments of this call of the grouping (see `encode`).
         """
         self.check_images(images)
@@ -228,7 +254,7 @@ class SlotAutoencoder(nn.Module):
         features, grouping = self._encode(images, num_slots, grouping_args)
         if keep is None:
             keep = self.em_survivors(grouping, (grouping_args or {}).get("extensions"))
-        decoded = self.decode(grouping.slots, keep=keep)
+        decoded = self.decode(grouping.slots, keep=keep, gates=getattr(grouping, "gates", None))
         return AutoencoderOutput(
             recon=decoded.recon,
             masks=decoded.masks,

@@ -17,7 +17,8 @@ def build_model(cfg: ModelConfig) -> SlotAutoencoder:
 
     ``encoder = ENCODERS[cfg.encoder](**encoder_kwargs)`` (out_dim defaults to slot_dim);
     ``grouping = GROUPINGS[cfg.grouping](num_slots, dim=encoder.out_dim, slot_dim, iters,
-    **kwargs)``; ``decoder = DECODERS[cfg.decoder](slot_dim=grouping.slot_dim, image_size,
+    **kwargs)``, wrapped in ``KeepGate(grouping, **cfg.keep_gate)`` when ``cfg.keep_gate`` is
+    set; ``decoder = DECODERS[cfg.decoder](slot_dim=grouping.slot_dim, image_size,
     **kwargs)``. With ``target: features``: a `FeatureAutoencoder` whose grouping takes the token
     MLP's output (slot_dim) and whose decoder is ``FEATURE_DECODERS[cfg.decoder](slot_dim, grid,
     feature_dim=encoder.out_dim, **kwargs)``.
@@ -27,7 +28,7 @@ def build_model(cfg: ModelConfig) -> SlotAutoencoder:
             f"build_model expects a ModelConfig; got {type(cfg).__name__}. "
             "Wrap a plain dict as ModelConfig(**d)."
         )
-    from probslot.nn import GROUPINGS
+    from probslot.nn import GROUPINGS, KeepGate
 
     r = cfg.resolve()
     encoder = ENCODERS.build(r.encoder, **r.encoder_kwargs)
@@ -41,6 +42,8 @@ def build_model(cfg: ModelConfig) -> SlotAutoencoder:
         iters=r.iters,
         **r.grouping_kwargs,
     )
+    if r.keep_gate is not None:
+        grouping = KeepGate(grouping, **r.keep_gate)
     decoder = DECODERS.build(
         r.decoder, slot_dim=grouping.slot_dim, image_size=r.image_hw, **r.decoder_kwargs
     )

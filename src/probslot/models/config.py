@@ -71,12 +71,21 @@ _PRESETS = (
         likelihood="dgauss",
         iters=5,
     ),
+    Preset(
+        "AE",
+        "additive autoencoder without slot attention (Brady et al. 2023; the paper's Table 2 "
+        "'AE'): an MLP on the pooled token grid gives the K slots + additive decoder",
+        grouping="ae",
+        decoder="broadcast",
+        likelihood="mse",
+        iters=1,
+    ),
 )
 PRESETS: dict[str, Preset] = {p.name: p for p in _PRESETS}
 
 
 def available_presets() -> list[str]:
-    """Names of the model presets: SA, SA-NoA, PSA, PSA-Proj, PSA-NoA."""
+    """Names of the model presets: SA, SA-NoA, PSA, PSA-Proj, PSA-NoA, AE."""
     return list(PRESETS)
 
 
@@ -204,6 +213,57 @@ def _check_target(cfg: ModelConfig) -> None:
         )
 
 
+def _check_keep_gate(cfg: ModelConfig) -> None:
+    """``keep_gate`` is None or a dict of `probslot.nn.KeepGate` options, with valid values, on
+    a pixel model whose decoder is additive (the gates weigh its alpha masks)."""
+    from probslot.decoders import DECODERS, AdditiveDecoder
+    from probslot.nn import KeepGate
+    from probslot.validation import check_float
+
+    gate = cfg.keep_gate
+    if gate is None:
+        return
+    if not isinstance(gate, dict) or not all(isinstance(key, str) for key in gate):
+        raise TypeError(
+            "ModelConfig.keep_gate must be None (no gate) or a dict of options such as "
+            f"{{'penalty': 0.1, 'temperature': 1.0, 'hidden': 64}} ({{}}: the defaults); got {gate!r}"
+        )
+    accepted = [a for a in inspect.signature(KeepGate).parameters if a != "inner"]
+    for key in gate:
+        if key not in accepted:
+            raise ValueError(
+                f"unknown option {key!r} in ModelConfig.keep_gate.{did_you_mean(key, accepted)} "
+                f"Accepted: {', '.join(accepted)}"
+            )
+    if "penalty" in gate:
+        check_float("ModelConfig.keep_gate.penalty", gate["penalty"], low=0.0)
+    if "temperature" in gate:
+        check_float(
+            "ModelConfig.keep_gate.temperature", gate["temperature"], low=0.0, low_open=True
+        )
+    if "hidden" in gate:
+        check_positive_int("ModelConfig.keep_gate.hidden", gate["hidden"])
+    if cfg.target != "pixels":
+        raise ValueError(
+            "ModelConfig.keep_gate weighs the alpha masks of an image decoder; it needs target: "
+            f"pixels, got target {cfg.target!r}"
+        )
+    decoder = cfg._resolved_fields()["decoder"]
+    factory = DECODERS.get(decoder)
+    if not (inspect.isclass(factory) and issubclass(factory, AdditiveDecoder)):
+        additive = [
+            name
+            for name in DECODERS.available()
+            if inspect.isclass(DECODERS.get(name))
+            and issubclass(DECODERS.get(name), AdditiveDecoder)
+        ]
+        raise ValueError(
+            f"ModelConfig.keep_gate weighs the alpha masks of an additive decoder (AdaSlot); "
+            f"decoder {decoder!r} has none. Set decoder to one of {', '.join(additive)}, or "
+            "keep_gate: null"
+        )
+
+
 def _accepted_options(factory: Callable[..., Any]) -> list[str] | None:
     """Keyword options a factory accepts, or None when it takes **kwargs (cannot check)."""
     params = inspect.signature(factory).parameters.values()
@@ -216,7 +276,7 @@ def _accepted_options(factory: Callable[..., Any]) -> list[str] | None:
 class ModelConfig:
     """Which slot autoencoder to build (`build_model`), validated on construction.
 
-    Either a ``preset`` (SA, SA-NoA, PSA, PSA-Proj, PSA-NoA) or explicit component names; an
+    Either a ``preset`` (SA, SA-NoA, PSA, PSA-Proj, PSA-NoA, AE) or explicit component names; an
     explicit name overrides the preset's, and each ``*_kwargs`` dict is merged over the preset's.
     Serialisable: ``ModelConfig(**dataclasses.asdict(cfg)) == cfg`` (YAML-safe: only str, int,
     list, dict, None).
@@ -238,6 +298,11 @@ class ModelConfig:
             the paper's real-image setup; the loss is then the mean squared error).
         token_mlp: hidden width of DINOSAUR's MLP from the frozen features to the grouping
             (LayerNorm → Linear → ReLU → Linear to ``slot_dim``); None = no MLP. Features only.
+        keep_gate: None (default: no gate), or the options of a learned keep gate
+            (`probslot.nn.KeepGate`, AdaSlot) around the grouping: ``penalty`` (0.1, the weight
+            of the sparsity term penalty · mean(keep_prob) in the training loss),
+            ``temperature`` (1.0, of the Gumbel-sigmoid) and ``hidden`` (64, the score MLP's
+            width); ``{}`` takes all three defaults. Needs an additive decoder.
     """
 
     preset: str | None = "PSA"
@@ -255,6 +320,7 @@ class ModelConfig:
     likelihood_kwargs: dict[str, Any] = field(default_factory=dict)
     target: Target = "pixels"
     token_mlp: int | None = None
+    keep_gate: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.preset is not None:
@@ -300,6 +366,7 @@ class ModelConfig:
                     f"ModelConfig without a preset needs explicit {', '.join(missing)}; got None. "
                     f"Set them or choose a preset from {', '.join(available_presets())}"
                 )
+        _check_keep_gate(self)
         # Check option names against the resolved factories (catches typos before building).
         resolved = self._resolved_fields()
         for kind, registry in registries.items():

@@ -9,7 +9,12 @@ psa        `ProbabilisticSlotAttention(variant="base")`, Alg. 2 (``query_proj=Fa
            authors' base code, variant ``"exact"``); `PositionalPSA` with ``coord_dims`` > 0
 psa-proj   `ProbabilisticSlotAttention(variant="proj")`, Alg. 1/3; the authors' PSA-Proj
            code corresponds to ``gru=True, mlp=True, norm_slots=True``
+ae         `FlatSlots`: the AE baseline without slot attention (Brady et al. 2023): an MLP
+           on the pooled token grid gives the K slots → `SlotAttentionOutput`
 ========== ===========================================================================
+
+`KeepGate` is a wrapper, not a registry entry: it adds AdaSlot's learned keep gate (Fan et al.
+2024) to any of them (``ModelConfig.keep_gate``); `unwrap_grouping` returns the module inside.
 
 The PSA factories take the options of a config's ``grouping_kwargs`` as flat keywords and build
 the parts: ``gru``/``mlp``/``norm_slots``/``mlp_hidden`` → `SlotRefinement`; ``standardize`` →
@@ -24,6 +29,7 @@ Every module exposes ``.num_slots``, ``.dim`` and ``.slot_dim`` and is called as
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
@@ -39,7 +45,9 @@ from probslot.nn.extensions import (
     TemperedEStep,
     with_settings,
 )
+from probslot.nn.flat import FlatSlots
 from probslot.nn.functional import DEFAULT_MIN_VAR, EMStep, em_step
+from probslot.nn.keepgate import KeepGate, keep_gate_of, unwrap_grouping
 from probslot.nn.positions import PositionalPSA
 from probslot.nn.psa import Init, ProbabilisticSlotAttention, ProjInit, Variance
 from probslot.nn.refine import SlotRefinement
@@ -53,7 +61,9 @@ __all__ = [
     "EMExtension",
     "EMState",
     "EMStep",
+    "FlatSlots",
     "GROUPINGS",
+    "KeepGate",
     "MomentMerge",
     "PositionalPSA",
     "ProbabilisticSlotAttention",
@@ -64,6 +74,8 @@ __all__ = [
     "build_grouping",
     "em_step",
     "functional",
+    "keep_gate_of",
+    "unwrap_grouping",
     "with_settings",
 ]
 
@@ -169,6 +181,21 @@ def build_psa(
 
 GROUPINGS.register("psa")(partial(build_psa, False))
 GROUPINGS.register("psa-proj")(partial(build_psa, True))
+
+
+@GROUPINGS.register("ae")
+def build_ae(
+    num_slots: int,
+    dim: int,
+    slot_dim: int | None = None,
+    iters: int = 1,
+    pool: int = 4,
+    hidden: Sequence[int] = (256, 256),
+) -> FlatSlots:
+    """`FlatSlots`, the AE baseline (see its docstring). It has no iterations: ``iters`` is part
+    of the grouping contract (every config passes it) and is checked but has no effect."""
+    check_positive_int("iters", iters)
+    return FlatSlots(num_slots, dim, slot_dim=slot_dim, pool=pool, hidden=hidden)
 
 
 def build_grouping(

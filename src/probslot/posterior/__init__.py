@@ -17,9 +17,11 @@ from probslot.posterior.fingerprint import model_fingerprint
 from probslot.posterior.mixture import GaussianMixture, load_mixture
 from probslot.posterior.pruning import (
     DEFAULT_TAUS,
+    KeepGateResult,
     PruningReport,
     TauResult,
     headline_tau,
+    keep_gate_result,
     prune_analysis,
     slot_count_mae,
 )
@@ -34,9 +36,11 @@ __all__ = [
     "load_mixture",
     "model_fingerprint",
     "DEFAULT_TAUS",
+    "KeepGateResult",
     "PruningReport",
     "TauResult",
     "headline_tau",
+    "keep_gate_result",
     "prune_analysis",
     "slot_count_mae",
 ]

@@ -90,17 +90,25 @@ def load_psa_run(run_dir: str | Path, purpose: str) -> tuple[nn.Module, Any, Run
         run_dir: run directory (config.yaml + model.safetensors).
         purpose: what the caller needs π/the posterior for, quoted in the SA error.
     """
-    from probslot.nn import ProbabilisticSlotAttention
+    from probslot.nn import ProbabilisticSlotAttention, keep_gate_of, unwrap_grouping
 
     paths = _check_run_dir(run_dir)
     cfg = load_run_config(paths.root)
     model = load_model(paths.root)
-    if not isinstance(getattr(model, "grouping", None), ProbabilisticSlotAttention):
-        kind = type(getattr(model, "grouping", None)).__name__
+    grouping = unwrap_grouping(getattr(model, "grouping", None))  # inside a keep gate
+    if not isinstance(grouping, ProbabilisticSlotAttention):
+        kind = type(grouping).__name__
+        what, short = (
+            ("the AE baseline", "the AE")
+            if kind == "FlatSlots"
+            else ("a slot-attention model", "SA")
+        )
+        gate = keep_gate_of(model)
+        hint = "; its keep gate is measured by probslot.posterior.keep_gate_result" if gate else ""
         raise ValueError(
-            f"run {str(paths.root)!r} is a slot-attention model (grouping {kind}); SA has no "
+            f"run {str(paths.root)!r} is {what} (grouping {kind}); {short} has no "
             f"posterior (no slot Gaussians or weights pi), so {purpose} needs a PSA run. "
-            "Train one of the presets PSA, PSA-Proj or PSA-NoA"
+            f"Train one of the presets PSA, PSA-Proj or PSA-NoA{hint}"
         )
     return model, cfg, paths
 
@@ -406,7 +414,9 @@ def prune(
     Reports the mean number of kept slots, the MAE to the true number of objects (background
     counted as a slot — the headline — and not), decoder and whole-model FLOPs saved, decoder
     time saved and the change in MSE and FG-ARI. Writes RUN_DIR/pruning.json and, under
-    RUN_DIR/pruning/, sweep.md, sweep.csv (and sweep.png with --sweep).
+    RUN_DIR/pruning/, sweep.md, sweep.csv (and sweep.png with --sweep). A model with a learned
+    keep gate (model.keep_gate) gets one more row, "learned keep gate": the same figures for
+    the slots its gate keeps (pruning.json: keep_gate).
 
     Args:
         run_dir: run directory of a PSA model.
@@ -519,8 +529,10 @@ def demo_posterior(
         tau = check_tau(tau)
     paths = _check_run_dir(run_dir)
     # the config says which grouping the run has; no need to build the model for that
-    if load_run_config(paths.root).model.resolve().grouping == "sa":
-        print(f"{paths.root}: slot attention has no posterior; skipping aggregate/sample/prune")
+    grouping = load_run_config(paths.root).model.resolve().grouping
+    if grouping in ("sa", "ae"):
+        what = "slot attention" if grouping == "sa" else "the AE baseline"
+        print(f"{paths.root}: {what} has no posterior; skipping aggregate/sample/prune")
         return {}
     posterior = aggregate(str(paths.root), "train", max_images=max_images, progress=progress)
     samples = sample(str(paths.root), num=num_samples, seed=seed)

@@ -8,7 +8,9 @@ explains. A slot that explains nothing has π_k ≈ 0, so the rule
 drops it, and an additive decoder then skips it entirely (no compute for pruned slots).
 `prune_analysis` measures what this buys on held-out data: the number of kept slots against the
 true number of objects, the decoder FLOPs and wall time saved, and the change in reconstruction
-MSE and FG-ARI, for a sweep of thresholds. It is a pure function of a model and a dataloader
+MSE and FG-ARI, for a sweep of thresholds, and, for a model with a learned keep gate
+(`probslot.nn.KeepGate`, AdaSlot), the same figures for the gate's own rule
+(`keep_gate_result`). It is a pure function of a model and a dataloader
 (no Lightning, no files); `probslot prune` (`probslot.posterior.commands.prune`) writes its
 result to a run directory. See docs/pruning.md.
 
@@ -21,9 +23,9 @@ import csv
 import io
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -36,10 +38,12 @@ from probslot.validation import check_choice, check_float, check_int, check_iter
 __all__ = [
     "DEFAULT_TAUS",
     "HEADLINE",
+    "KeepGateResult",
     "PruningReport",
     "TauResult",
     "count_flops",
     "headline_tau",
+    "keep_gate_result",
     "prune_analysis",
     "slot_count_mae",
 ]
@@ -63,9 +67,9 @@ def headline_tau(model: nn.Module, tau: float | None = None) -> float:
     when it was trained with ARD inside EM (`probslot.nn.ARDPrune`), else `DEFAULT_TAU`."""
     if tau is not None:
         return check_tau(tau)
-    from probslot.nn import ARDPrune
+    from probslot.nn import ARDPrune, unwrap_grouping
 
-    extension = getattr(getattr(model, "grouping", None), "extension", None)
+    extension = getattr(unwrap_grouping(getattr(model, "grouping", None)), "extension", None)
     ard = extension(ARDPrune) if callable(extension) else None
     return ard.tau if ard is not None else DEFAULT_TAU
 
@@ -159,6 +163,49 @@ class TauResult:
         )
 
 
+@dataclass(frozen=True)
+class KeepGateResult:
+    """A learned keep gate's rule (`probslot.nn.KeepGate`, AdaSlot: decode the slots whose
+    deterministic gate keep_prob > 0.5 is on) on the evaluated images, in the fields and
+    conventions of `TauResult` (kept slots against the same object counts, decoder FLOPs and
+    time against decoding every slot, MSE and FG-ARI against that baseline).
+
+    Attributes:
+        mean_kept … fg_ari_change: as in `TauResult`.
+        mean_keep_prob: mean of the gate's keep_prob over images and slots (what the training
+            penalty weighs).
+        num_images: images evaluated.
+        baseline_mse, baseline_fg_ari: the figures of the baseline (no pruning) they compare to.
+    """
+
+    mean_kept: float
+    mae_with_background: float
+    mae_objects_only: float
+    exact_with_background: float
+    decoder_flops: float
+    decoder_flops_saved: float
+    model_flops_saved: float
+    decoder_seconds: float
+    decoder_time_saved: float
+    mse: float
+    mse_change_pct: float
+    fg_ari: float
+    fg_ari_change: float
+    mean_keep_prob: float
+    num_images: int
+    baseline_mse: float
+    baseline_fg_ari: float
+
+    #: the label of its row in a report's table
+    label: ClassVar[str] = "learned keep gate"
+
+    def mae(self, convention: Convention = HEADLINE) -> float:
+        """The slot-count MAE under `convention`."""
+        return (
+            self.mae_with_background if convention == "with_background" else self.mae_objects_only
+        )
+
+
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
     # (attribute, header, format)
     ("tau", "τ", "{:.3f}"),
@@ -203,6 +250,9 @@ class PruningReport:
         merge_dist, prune_start: the in-EM settings the pruned runs used (merging distance,
             0 = none; first EM iteration that applies τ).
         seed: seed of the random initial-slot draws (None: the model's fixed draw).
+        keep_gate: for a model with a learned keep gate (`probslot.nn.KeepGate`), the gate's
+            rule against the same baseline (`KeepGateResult`; the row "learned keep gate" of
+            the tables); None otherwise.
     """
 
     results: tuple[TauResult, ...]
@@ -227,6 +277,7 @@ class PruningReport:
     prune_start: int = 1
     seed: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    keep_gate: KeepGateResult | None = None
 
     @property
     def taus(self) -> tuple[float, ...]:
@@ -254,13 +305,17 @@ class PruningReport:
         return clean(asdict(self))
 
     def to_markdown(self) -> str:
-        """The τ sweep as a Markdown table."""
+        """The τ sweep as a Markdown table (and a last row "learned keep gate" for a gate)."""
         head = "| " + " | ".join(h for _, h, _ in _COLUMNS) + " |"
         rule = "|" + "|".join("---:" for _ in _COLUMNS) + "|"
         rows = [
             "| " + " | ".join(_fmt(getattr(r, a), f) for a, _, f in _COLUMNS) + " |"
             for r in self.results
         ]
+        gate = self.keep_gate
+        if gate is not None:
+            cells = [_fmt(getattr(gate, a), f) for a, _, f in _COLUMNS[1:]]
+            rows.append("| " + " | ".join([gate.label, *cells]) + " |")
         return "\n".join([head, rule, *rows]) + "\n"
 
     def to_csv(self) -> str:
@@ -301,8 +356,23 @@ class PruningReport:
                 f"  decoder time      {r.decoder_time_saved:.1%} saved",
                 f"  MSE               {r.mse:.5f} ({r.mse_change_pct:+.2f}% vs no pruning)",
                 f"  FG-ARI            {r.fg_ari:.4f} ({r.fg_ari_change:+.4f} vs no pruning)",
+                *self._gate_lines(),
             ]
         )
+
+    def _gate_lines(self) -> list[str]:
+        g = self.keep_gate
+        if g is None:
+            return []
+        return [
+            f"{g.label} (keep_prob > 0.5; mean keep_prob {g.mean_keep_prob:.3f}):",
+            f"  kept slots        {g.mean_kept:.2f} / {self.num_slots}",
+            f"  slot-count MAE    {g.mae(self.headline):.3f} ({self.headline})",
+            f"  decoder FLOPs     {g.decoder_flops_saved:.1%} saved "
+            f"(whole model {g.model_flops_saved:.1%})",
+            f"  MSE               {g.mse:.5f} ({g.mse_change_pct:+.2f}% vs no pruning)",
+            f"  FG-ARI            {g.fg_ari:.4f} ({g.fg_ari_change:+.4f} vs no pruning)",
+        ]
 
 
 def _fmt(value: float, spec: str) -> str:
@@ -363,6 +433,180 @@ def _time_decode(model: nn.Module, slots: Tensor, keep: Tensor | None, repeats: 
     return best
 
 
+class _Tally:
+    """Running sums (float64) of one keep rule over the evaluated images."""
+
+    def __init__(self) -> None:
+        self.kept = self.abs_bg = self.abs_obj = self.exact_bg = 0.0
+        self.flops = self.seconds = self.mse = self.ari = 0.0
+
+    def add(
+        self, keep: Tensor, objects: Tensor, figures: tuple[float, float, float, float]
+    ) -> None:
+        """One batch: keep (b, k) bool, objects (b,) true counts, and the rule's (decoder FLOPs
+        of the batch, decoder seconds per image, summed per-image MSE, summed FG-ARI)."""
+        n_kept = keep.sum(1).cpu().double()  # (b,)
+        obj = objects.cpu().double()
+        with_bg = _targets(obj, "with_background")
+        self.kept += float(n_kept.sum())
+        self.abs_bg += float((n_kept - with_bg).abs().sum())
+        self.abs_obj += float((n_kept - _targets(obj, "objects_only")).abs().sum())
+        self.exact_bg += float((n_kept == with_bg).double().sum())
+        flops, seconds, mse, ari = figures
+        self.flops += flops
+        self.seconds += seconds * keep.shape[0]
+        self.mse += mse
+        self.ari += ari
+
+    def figures(self, seen: int, ari_count: int, base: dict[str, float]) -> dict[str, float]:
+        """The `TauResult` figures, against the baseline's per-image means `base`."""
+        flops, t, m = self.flops / seen, self.seconds / seen, self.mse / seen
+        a = self.ari / ari_count if ari_count else math.nan
+        bf, mf, bt, bm = base["flops"], base["model_flops"], base["time"], base["mse"]
+        return {
+            "mean_kept": self.kept / seen,
+            "mae_with_background": self.abs_bg / seen,
+            "mae_objects_only": self.abs_obj / seen,
+            "exact_with_background": self.exact_bg / seen,
+            "decoder_flops": flops,
+            "decoder_flops_saved": 1.0 - flops / bf if bf > 0 else 0.0,
+            "model_flops_saved": (bf - flops) / mf if mf > 0 else 0.0,
+            "decoder_seconds": t,
+            "decoder_time_saved": 1.0 - t / bt if bt > 0 else 0.0,
+            "mse": m,
+            "mse_change_pct": 100.0 * (m / bm - 1.0) if bm > 0 else 0.0,
+            "fg_ari": a,
+            "fg_ari_change": a - base["ari"],
+        }
+
+
+@dataclass
+class _Batch:
+    """One evaluated batch and its baseline decode, for scoring keep rules against it."""
+
+    model: nn.Module
+    images: Tensor
+    gt_mask: Tensor | None
+    repeats: int
+    base_dec: int = 0  # decoder FLOPs of the baseline
+    base_time: float = 0.0  # its decoder seconds
+    base_mse: Tensor | None = None  # (b,) its per-image MSE
+    fg: Tensor | None = None  # (b,) images with foreground
+    scores: Tensor | None = None  # (b,) its per-image FG-ARI
+
+    def baseline(self, slots: Tensor, keep: Tensor | None, attn_masks: Tensor) -> None:
+        from probslot.metrics.reconstruction import mse as mse_per_image
+        from probslot.metrics.segmentation import fg_ari
+
+        out, self.base_dec = count_flops(self.model.decode, slots, keep=keep)
+        self.base_time = _time_decode(self.model, slots, keep, self.repeats)
+        self.base_mse = mse_per_image(out.recon, self.images).cpu()
+        if self.gt_mask is not None:
+            self.fg = (self.gt_mask > 0).flatten(1).any(1)  # images with foreground
+            self.scores = fg_ari(_labels(out, attn_masks, None).cpu(), self.gt_mask)
+
+    def base_ari(self) -> float:
+        return 0.0 if self.fg is None else float(self.scores[self.fg].sum())
+
+    def rule(
+        self, keep: Tensor, slots: Tensor, attn_masks: Tensor, same: bool
+    ) -> tuple[float, float, float, float]:
+        """(decoder FLOPs, seconds, summed MSE, summed FG-ARI) of decoding only the `keep`
+        slots; `same`: `slots` are the baseline's, so keeping all of them is the baseline."""
+        from probslot.metrics.reconstruction import mse as mse_per_image
+        from probslot.metrics.segmentation import fg_ari
+
+        assert self.base_mse is not None
+        if bool(keep.all()) and same:  # nothing pruned: identical to no pruning
+            return self.base_dec, self.base_time, float(self.base_mse.sum()), self.base_ari()
+        keep_arg = None if bool(keep.all()) else keep
+        out, flops = count_flops(self.model.decode, slots, keep=keep_arg)
+        t = _time_decode(self.model, slots, keep_arg, self.repeats)
+        mse = float(mse_per_image(out.recon, self.images).cpu().sum())
+        ari = 0.0
+        if self.gt_mask is not None and self.fg is not None:
+            s = fg_ari(_labels(out, attn_masks, keep_arg).cpu(), self.gt_mask)
+            ari = float(s[self.fg].sum())
+        return flops, t, mse, ari
+
+
+def _encode(
+    model: nn.Module, images: Tensor, args: dict[str, Any], seed: int | None
+) -> tuple[Any, int]:
+    """(model.encode(images, grouping_args=args), its FLOPs); `seed` None: the model's fixed
+    draw of the initial slots, else one random draw after ``torch.manual_seed(seed)`` (on a
+    forked random state, so the caller's is left as it was)."""
+    if seed is None:
+        return count_flops(model.encode, images, grouping_args=args)
+    device = images.device
+    args = {**args, "draw": "random"}
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        return count_flops(model.encode, images, grouping_args=args)
+
+
+def _gate_keep(model: nn.Module, post: Any) -> Tensor:
+    """(b, k) bool: the slots a keep gate keeps, among the grouping's own survivors."""
+    keep = post.gates > 0
+    survivors = model.em_survivors(post)
+    return keep if survivors is None else keep & survivors
+
+
+def _gate_result(
+    tally: _Tally, keep_prob_sum: float, seen: int, ari_count: int, base: dict[str, float], k: int
+) -> KeepGateResult:
+    return KeepGateResult(
+        **tally.figures(seen, ari_count, base),
+        mean_keep_prob=keep_prob_sum / (seen * k),
+        num_images=seen,
+        baseline_mse=base["mse"],
+        baseline_fg_ari=base["ari"],
+    )
+
+
+def _check_common(
+    max_images: int | None, object_count: ObjectCount, timing_repeats: int, seed: int | None
+) -> torch.Generator | None:
+    if seed is not None:
+        check_int("seed", seed, low=0)
+    if max_images is not None:
+        check_int("max_images", max_images, low=1)
+    check_choice("object_count", object_count, ("visible", "placed"))
+    check_int("timing_repeats", timing_repeats, low=1)
+    return torch.Generator().manual_seed(seed) if seed is not None else None
+
+
+def _batches(
+    loader: Iterable[Mapping[str, Tensor]],
+    object_count: ObjectCount,
+    max_images: int | None,
+    rng: torch.Generator | None,
+    device: torch.device,
+    progress: bool,
+    what: str,
+) -> Iterator[tuple[Tensor, Tensor, Tensor | None, int | None]]:
+    """(images on `device`, objects (b,), gt mask or None, the batch's seed or None) per batch,
+    up to `max_images` images."""
+    seen = 0
+    for step, batch in enumerate(loader):
+        images, objects, gt_mask = _batch_fields(batch, object_count)
+        if max_images is not None:
+            left = max_images - seen
+            images, objects = images[:left], objects[:left]
+            gt_mask = gt_mask[:left] if gt_mask is not None else None
+        if images.shape[0] == 0:
+            break
+        # seeded: one random draw of the initial slots per batch, the same for every rule;
+        # unseeded: the model's fixed draw (eval mode), the same for every batch and rule
+        seed_b = None if rng is None else int(torch.randint(0, 2**62, (), generator=rng))
+        yield images.to(device), objects, gt_mask, seed_b
+        seen += images.shape[0]
+        if progress and step % 10 == 0:
+            print(f"{what}: {seen} images", flush=True)
+        if max_images is not None and seen >= max_images:
+            break
+
+
 @torch.inference_mode()
 def prune_analysis(
     model: nn.Module,
@@ -391,8 +635,14 @@ def prune_analysis(
     random slot initialisation as the baseline. The default (None) picks in-EM mode for models
     trained with ``prune_tau > 0`` (their unpruned slots are not trained to be decoded).
 
+    A model with a learned keep gate (`probslot.nn.KeepGate` around its PSA, AdaSlot) gets one
+    more entry, `PruningReport.keep_gate`: the gate's own rule (decode the slots whose
+    deterministic gate is on, among the slots of the model's own forward pass) against the same
+    baseline, counted like the τ rows. The τ rows ignore the gate (they threshold π).
+
     Args:
-        model: a `SlotAutoencoder` whose grouping returns a `SlotPosterior` (PSA).
+        model: a `SlotAutoencoder` whose grouping returns a `SlotPosterior` (PSA, possibly
+            inside a `KeepGate`).
         loader: dict batches with ``image`` (b, 3, H, W) in [0, 1], ``num_objects`` (b,), and
             optionally ``mask`` (b, H, W) (FG-ARI) and ``visibility`` (b, max_objects).
         taus: thresholds in [0, 1), distinct.
@@ -421,18 +671,24 @@ def prune_analysis(
         (matmuls and convolutions) on every batch; wall time is the best of `timing_repeats`
         decoder calls per batch, interleaved over τ so that machine load affects all alike.
     """
-    # metrics import torchmetrics (slow): only when the analysis runs, not with the CLI
-    from probslot.metrics.reconstruction import mse as mse_per_image
-    from probslot.metrics.segmentation import fg_ari
-    from probslot.nn import ARDPrune, MomentMerge, ProbabilisticSlotAttention, with_settings
+    from probslot.nn import (
+        ARDPrune,
+        MomentMerge,
+        ProbabilisticSlotAttention,
+        keep_gate_of,
+        unwrap_grouping,
+        with_settings,
+    )
 
-    grouping = getattr(model, "grouping", None)
+    grouping = unwrap_grouping(getattr(model, "grouping", None))
     if not isinstance(grouping, ProbabilisticSlotAttention):
+        gate = " (keep_gate_result measures its keep gate)" if keep_gate_of(model) else ""
         raise TypeError(
             "ARD pruning needs a PSA model (a SlotAutoencoder whose grouping is "
             "ProbabilisticSlotAttention, which gives slot weights pi); got "
-            f"{type(model).__name__} with grouping {type(grouping).__name__}. Slot attention "
-            "(SA) has no pi to threshold: train a PSA preset (PSA, PSA-Proj, PSA-NoA)"
+            f"{type(model).__name__} with grouping {type(grouping).__name__}{gate}. Slot "
+            "attention (SA) and the AE baseline have no pi to threshold: train a PSA preset "
+            "(PSA, PSA-Proj, PSA-NoA)"
         )
     taus = _check_taus(taus)
     ard, merging = grouping.extension(ARDPrune), grouping.extension(MomentMerge)
@@ -458,50 +714,28 @@ def prune_analysis(
                 "Pass in_em=True or leave it None"
             )
     start = (ard.start if ard is not None else 1) if prune_start is None else prune_start
-    if seed is not None:
-        check_int("seed", seed, low=0)
-    rng = torch.Generator().manual_seed(seed) if seed is not None else None
-    if max_images is not None:
-        check_int("max_images", max_images, low=1)
-    check_choice("object_count", object_count, ("visible", "placed"))
-    check_int("timing_repeats", timing_repeats, low=1)
+    rng = _check_common(max_images, object_count, timing_repeats, seed)
+    gate = keep_gate_of(model)
 
     was_training = model.training
     model.eval()
     device = next(iter(model.parameters())).device
-    nt = len(taus)
-    # running sums (float64 on the CPU)
     seen = 0
-    kept_sum = torch.zeros(nt, dtype=torch.float64)
-    abs_bg = torch.zeros(nt, dtype=torch.float64)
-    abs_obj = torch.zeros(nt, dtype=torch.float64)
-    exact_bg = torch.zeros(nt, dtype=torch.float64)
-    dec_flops = torch.zeros(nt, dtype=torch.float64)
-    dec_time = torch.zeros(nt, dtype=torch.float64)
-    mse_sum = torch.zeros(nt, dtype=torch.float64)
-    ari_sum = torch.zeros(nt, dtype=torch.float64)
+    tallies = [_Tally() for _ in taus]
+    gate_tally, keep_prob_sum = _Tally(), 0.0
     ari_count = 0
     base = {"flops": 0.0, "enc_flops": 0.0, "time": 0.0, "mse": 0.0, "ari": 0.0}
     all_objects: list[Tensor] = []
     all_pi: list[Tensor] = []
     try:
-        for step, batch in enumerate(loader):
-            images, objects, gt_mask = _batch_fields(batch, object_count)
-            if max_images is not None:
-                left = max_images - seen
-                images, objects = images[:left], objects[:left]
-                gt_mask = gt_mask[:left] if gt_mask is not None else None
+        for images, objects, gt_mask, seed_b in _batches(
+            loader, object_count, max_images, rng, device, progress, "prune analysis"
+        ):
             b = images.shape[0]
-            if b == 0:
-                break
-            images = images.to(device)
-            # seeded: one random draw of the initial slots per batch, the same for every τ;
-            # unseeded: the model's fixed draw (eval mode), the same for every batch and τ
-            seed_b = None if rng is None else int(torch.randint(0, 2**62, (), generator=rng))
 
             def encode(
                 tau: float, images: Tensor = images, seed: int | None = seed_b, plain: bool = False
-            ) -> tuple[Any, int, tuple[Any, ...]]:
+            ) -> Any:
                 # the EM parts of this encode; the in-EM baseline is plain EM: no merging either
                 parts = with_settings(
                     grouping.extensions,
@@ -509,13 +743,7 @@ def prune_analysis(
                     prune_start=start,
                     merge_dist=0.0 if plain else trained_merge,
                 )
-                if seed is None:
-                    args = {"grouping_args": {"extensions": parts}}
-                    return (*count_flops(model.encode, images, **args), parts)
-                args = {"grouping_args": {"extensions": parts, "draw": "random"}}
-                with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-                    torch.manual_seed(seed)
-                    return (*count_flops(model.encode, images, **args), parts)
+                return (*_encode(model, images, {"extensions": parts}, seed), parts)
 
             # encoder + grouping once, then the unpruned decode once: its output is the baseline
             post, enc_flops, base_parts = encode(0.0 if in_em else trained_tau, plain=in_em)
@@ -526,24 +754,19 @@ def prune_analysis(
             base_keep = None if in_em else model.em_survivors(post, base_parts)
             if base_keep is not None and bool(base_keep.all()):
                 base_keep = None
-            base_out, base_dec = count_flops(model.decode, slots, keep=base_keep)
             attn_masks = model.attention_masks(post.attn, model.token_grid)
-            base["flops"] += base_dec
+            batch = _Batch(model, images, gt_mask, timing_repeats)
+            batch.baseline(slots, base_keep, attn_masks)
+            base["flops"] += batch.base_dec
             base["enc_flops"] += enc_flops
-            base_time = _time_decode(model, slots, base_keep, timing_repeats)
-            base["time"] += base_time * b
-            base_mse = mse_per_image(base_out.recon, images).cpu()
-            base["mse"] += float(base_mse.sum())
-            fg = None
-            if gt_mask is not None:
-                fg = (gt_mask > 0).flatten(1).any(1)  # images with foreground
-                ari_count += int(fg.sum())
-                scores = fg_ari(_labels(base_out, attn_masks, None).cpu(), gt_mask)
-                base["ari"] += float(scores[fg].sum())
-            pi = post.pi.detach().float().cpu()
-            all_pi.append(pi)
+            base["time"] += batch.base_time * b
+            base["mse"] += float(batch.base_mse.sum())
+            if batch.fg is not None:
+                ari_count += int(batch.fg.sum())
+                base["ari"] += batch.base_ari()
+            all_pi.append(post.pi.detach().float().cpu())
             all_objects.append(objects.detach().cpu().double())
-            for j, tau in enumerate(taus):
+            for tally, tau in zip(tallies, taus):
                 post_t, slots_t, attn_t = post, slots, attn_masks
                 if in_em and (tau > 0 or trained_merge > 0):
                     post_t = encode(tau)[0]
@@ -553,101 +776,162 @@ def prune_analysis(
                     keep = relevant(post_t.pi, 0.0)
                 else:
                     keep = relevant(post.pi, tau)
-                if bool(keep.all()) and post_t is post:
-                    keep_arg = None  # nothing pruned: identical to no pruning
-                    out, flops, t = None, base_dec, base_time
-                else:
-                    keep_arg = None if bool(keep.all()) else keep
-                    out, flops = count_flops(model.decode, slots_t, keep=keep_arg)
-                    t = _time_decode(model, slots_t, keep_arg, timing_repeats)
-                n_kept = keep.sum(1).cpu().double()  # (b,)
-                kept_sum[j] += n_kept.sum()
-                obj = objects.cpu().double()
-                with_bg = _targets(obj, "with_background")
-                abs_bg[j] += (n_kept - with_bg).abs().sum()
-                abs_obj[j] += (n_kept - _targets(obj, "objects_only")).abs().sum()
-                exact_bg[j] += (n_kept == with_bg).double().sum()
-                dec_flops[j] += flops
-                dec_time[j] += t * b
-                if out is None:
-                    mse_sum[j] += float(base_mse.sum())
-                    if fg is not None:
-                        ari_sum[j] += float(scores[fg].sum())
-                else:
-                    mse_sum[j] += float(mse_per_image(out.recon, images).cpu().sum())
-                    if gt_mask is not None and fg is not None:
-                        s = fg_ari(_labels(out, attn_t, keep_arg).cpu(), gt_mask)
-                        ari_sum[j] += float(s[fg].sum())
+                tally.add(keep, objects, batch.rule(keep, slots_t, attn_t, post_t is post))
+            if gate is not None:
+                # the gate's rule on the model's own forward pass (its trained EM settings)
+                post_g = _encode(model, images, {}, seed_b)[0] if in_em else post
+                attn_g = attn_masks
+                if post_g is not post:
+                    attn_g = model.attention_masks(post_g.attn, model.token_grid)
+                keep = _gate_keep(model, post_g)
+                gate_tally.add(
+                    keep, objects, batch.rule(keep, post_g.slots, attn_g, post_g is post)
+                )
+                keep_prob_sum += float(post_g.keep_prob.double().sum())
             seen += b
-            if progress and step % 10 == 0:
-                print(f"prune analysis: {seen} images", flush=True)
-            if max_images is not None and seen >= max_images:
-                break
     finally:
         if was_training:
             model.train()
     if seen == 0:
         raise ValueError("the loader yielded no images; prune_analysis needs at least one batch")
 
-    base_mse_mean = base["mse"] / seen
-    base_ari = base["ari"] / ari_count if ari_count else math.nan
-    base_flops = base["flops"] / seen
-    model_flops = (base["enc_flops"] + base["flops"]) / seen
-    base_time = base["time"] / seen
-    results = []
-    for j, tau in enumerate(taus):
-        flops = float(dec_flops[j]) / seen
-        t = float(dec_time[j]) / seen
-        m = float(mse_sum[j]) / seen
-        a = float(ari_sum[j]) / ari_count if ari_count else math.nan
-        results.append(
-            TauResult(
-                tau=tau,
-                mean_kept=float(kept_sum[j]) / seen,
-                mae_with_background=float(abs_bg[j]) / seen,
-                mae_objects_only=float(abs_obj[j]) / seen,
-                exact_with_background=float(exact_bg[j]) / seen,
-                decoder_flops=flops,
-                decoder_flops_saved=1.0 - flops / base_flops if base_flops > 0 else 0.0,
-                model_flops_saved=(base_flops - flops) / model_flops if model_flops > 0 else 0.0,
-                decoder_seconds=t,
-                decoder_time_saved=1.0 - t / base_time if base_time > 0 else 0.0,
-                mse=m,
-                mse_change_pct=100.0 * (m / base_mse_mean - 1.0) if base_mse_mean > 0 else 0.0,
-                fg_ari=a,
-                fg_ari_change=a - base_ari,
-            )
-        )
+    means = {
+        "flops": base["flops"] / seen,
+        "model_flops": (base["enc_flops"] + base["flops"]) / seen,
+        "time": base["time"] / seen,
+        "mse": base["mse"] / seen,
+        "ari": base["ari"] / ari_count if ari_count else math.nan,
+    }
+    results = tuple(
+        TauResult(tau=tau, **tally.figures(seen, ari_count, means))
+        for tally, tau in zip(tallies, taus)
+    )
     counts = torch.cat(all_objects)  # (m,) true objects per image
-    # the best constant answer under absolute error is a median of the true counts
-    constant_mae = float((counts - counts.median()).abs().mean())
     pis = torch.cat(all_pi)  # (m, k)
     qs = (0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99)
     qv = torch.quantile(pis.flatten().double(), torch.tensor(qs, dtype=torch.float64))
     bins = (0.0, 0.001, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0)
     hist = torch.histogram(pis.flatten().double(), bins=torch.tensor(bins, dtype=torch.float64))
+    k = int(pis.shape[1])
     return PruningReport(
-        results=tuple(results),
+        results=results,
         num_images=seen,
-        num_slots=int(pis.shape[1]),
+        num_slots=k,
         additive=bool(getattr(model, "additive", False)),
         object_count=object_count,
         mean_objects=float(counts.mean()),
-        baseline_mse=base_mse_mean,
-        baseline_fg_ari=base_ari,
-        decoder_flops=base_flops,
-        model_flops=model_flops,
-        decoder_seconds=base_time,
+        baseline_mse=means["mse"],
+        baseline_fg_ari=means["ari"],
+        decoder_flops=means["flops"],
+        model_flops=means["model_flops"],
+        decoder_seconds=means["time"],
         pi_sorted_mean=tuple(pis.sort(dim=1, descending=True).values.mean(0).tolist()),
         pi_quantiles={f"{q:g}": float(v) for q, v in zip(qs, qv)},
         pi_histogram=tuple(int(c) for c in hist.hist.tolist()),
         pi_bins=bins,
         in_em=in_em,
-        constant_mae=constant_mae,
+        constant_mae=_constant_mae(counts),
         merge_dist=trained_merge if in_em else 0.0,
         prune_start=start if in_em else 1,
         seed=seed,
+        keep_gate=None
+        if gate is None
+        else _gate_result(gate_tally, keep_prob_sum, seen, ari_count, means, k),
     )
+
+
+def _constant_mae(counts: Tensor) -> float:
+    """The slot-count MAE of always answering the median true count (the best constant answer
+    under absolute error)."""
+    return float((counts - counts.median()).abs().mean())
+
+
+@torch.inference_mode()
+def keep_gate_result(
+    model: nn.Module,
+    loader: Iterable[Mapping[str, Tensor]],
+    max_images: int | None = None,
+    object_count: ObjectCount = "visible",
+    timing_repeats: int = 3,
+    progress: bool = False,
+    seed: int | None = None,
+) -> KeepGateResult:
+    """The learned keep gate of `model` (`probslot.nn.KeepGate`, AdaSlot) on held-out `loader`.
+
+    For any grouping inside the gate (PSA, SA, the AE baseline). Each batch is encoded once
+    (the model's own forward pass, in eval mode); the baseline decodes every slot (for PSA
+    pruned inside EM: every surviving slot), the gate's rule only the slots whose deterministic
+    gate keep_prob > 0.5 is on. Slot counts, FLOPs, time, MSE and FG-ARI are measured as in
+    `prune_analysis` (whose report carries the same entry for a gated PSA model, against its
+    own baseline).
+
+    Args:
+        model: a `SlotAutoencoder` whose grouping is a `KeepGate` (``ModelConfig.keep_gate``).
+        loader: dict batches with ``image``, ``num_objects`` and optionally ``mask`` and
+            ``visibility``, as in `prune_analysis`.
+        max_images: stop after this many images (None = the whole loader).
+        object_count: ``"visible"`` or ``"placed"`` objects, as in `prune_analysis`.
+        timing_repeats: decoder calls timed per batch and rule; the fastest counts.
+        progress: print one line per 10 batches.
+        seed: None: the model's fixed draw of the initial slots; an int: seeded random draws,
+            one per batch, as in `prune_analysis`.
+
+    Returns:
+        a `KeepGateResult`.
+    """
+    from probslot.nn import keep_gate_of
+
+    if keep_gate_of(model) is None:
+        grouping = getattr(model, "grouping", None)
+        raise TypeError(
+            "keep_gate_result needs a model with a learned keep gate (a SlotAutoencoder whose "
+            f"grouping is a KeepGate: set ModelConfig.keep_gate); got {type(model).__name__} "
+            f"with grouping {type(grouping).__name__}"
+        )
+    rng = _check_common(max_images, object_count, timing_repeats, seed)
+    was_training = model.training
+    model.eval()
+    device = next(iter(model.parameters())).device
+    seen, ari_count, k = 0, 0, 0
+    tally, keep_prob_sum = _Tally(), 0.0
+    base = {"flops": 0.0, "enc_flops": 0.0, "time": 0.0, "mse": 0.0, "ari": 0.0}
+    try:
+        for images, objects, gt_mask, seed_b in _batches(
+            loader, object_count, max_images, rng, device, progress, "keep gate"
+        ):
+            b = images.shape[0]
+            post, enc_flops = _encode(model, images, {}, seed_b)
+            k = post.slots.shape[1]
+            base_keep = model.em_survivors(post)
+            if base_keep is not None and bool(base_keep.all()):
+                base_keep = None
+            attn_masks = model.attention_masks(post.attn, model.token_grid)
+            batch = _Batch(model, images, gt_mask, timing_repeats)
+            batch.baseline(post.slots, base_keep, attn_masks)
+            base["flops"] += batch.base_dec
+            base["enc_flops"] += enc_flops
+            base["time"] += batch.base_time * b
+            base["mse"] += float(batch.base_mse.sum())
+            if batch.fg is not None:
+                ari_count += int(batch.fg.sum())
+                base["ari"] += batch.base_ari()
+            keep = _gate_keep(model, post)
+            tally.add(keep, objects, batch.rule(keep, post.slots, attn_masks, True))
+            keep_prob_sum += float(post.keep_prob.double().sum())
+            seen += b
+    finally:
+        if was_training:
+            model.train()
+    if seen == 0:
+        raise ValueError("the loader yielded no images; keep_gate_result needs at least one batch")
+    means = {
+        "flops": base["flops"] / seen,
+        "model_flops": (base["enc_flops"] + base["flops"]) / seen,
+        "time": base["time"] / seen,
+        "mse": base["mse"] / seen,
+        "ari": base["ari"] / ari_count if ari_count else math.nan,
+    }
+    return _gate_result(tally, keep_prob_sum, seen, ari_count, means, k)
 
 
 def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> Any:
@@ -658,7 +942,8 @@ def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> An
     it is met shaded: slot counts, decoder compute saved, ΔMSE %, ΔFG-ARI. The ΔMSE axis is
     clipped at 4× its target so that a large loss at big τ does not squash the rest; clipped
     points sit on the top edge with their value written next to them. `tau` (the headline τ)
-    is marked in every panel.
+    is marked in every panel. A report with a learned keep gate (`PruningReport.keep_gate`)
+    draws the gate's figures as a horizontal purple line in each panel (the gate has no τ).
     """
     import matplotlib
 
@@ -684,12 +969,22 @@ def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> An
         ax.set_xlabel("relevance threshold τ (keep slots with π > τ)")
         ax.grid(alpha=0.3)
 
+    gate = report.keep_gate
+
+    def gate_line(ax: Any, value: float, text: str) -> None:
+        if gate is not None and math.isfinite(value):
+            ax.axhline(value, color="tab:purple", ls=(0, (6, 2)), lw=1.2, label=text)
+
     mae = [r.mae(report.headline) for r in rs]
     ax1.plot(taus, [r.mean_kept for r in rs], "o-", label="kept slots (mean)")
     ax1.plot(taus, mae, "s-", label=f"slot-count MAE ({report.headline.replace('_', ' ')})")
     ax1.plot(taus, [r.mae_objects_only for r in rs], "^--", alpha=0.6, label="MAE (objects only)")
     ax1.axhline(report.mean_objects + 1, color="grey", ls=":", label="objects + background")
     ax1.axhline(0.5, color="tab:red", ls="--", lw=1, label="target: MAE ≤ 0.5")
+    if gate is not None:
+        gate_line(
+            ax1, gate.mae(report.headline), f"{gate.label}: MAE {gate.mae(report.headline):.2f}"
+        )
     targets(ax1, [m <= 0.5 for m in mae])
     ax1.set_ylabel("slots per image")
     ax1.set_title("slot count")
@@ -698,6 +993,9 @@ def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> An
     ax2.plot(taus, [100 * r.decoder_flops_saved for r in rs], "o-", label="decoder FLOPs saved")
     ax2.plot(taus, [100 * r.decoder_time_saved for r in rs], "s--", label="decoder time saved")
     ax2.axhline(40, color="tab:red", ls="--", lw=1, label="target: FLOPs saved ≥ 40 %")
+    if gate is not None:
+        saved = 100 * gate.decoder_flops_saved
+        gate_line(ax2, saved, f"{gate.label}: {saved:.0f} % saved")
     targets(ax2, [r.decoder_flops_saved >= 0.40 for r in rs])
     ax2.set_ylabel("saved (%)")
     ax2.set_ylim(min(-5.0, ax2.get_ylim()[0]), max(50.0, ax2.get_ylim()[1]))
@@ -717,14 +1015,22 @@ def plot_sweep(report: PruningReport, path: Any, tau: float | None = None) -> An
             )  # fmt: skip
     ax3.axhline(5, color="tab:red", ls="--", lw=1, label="target: ΔMSE ≤ +5 %")
     ax3.axhline(0, color="grey", lw=0.5)
+    if gate is not None:
+        change = gate.mse_change_pct
+        gate_line(ax3, min(change, top), f"{gate.label}: ΔMSE {change:+.1f} %")
     targets(ax3, [v <= 5 for v in mse])
-    ax3.set_ylim(min(-2.0, min(mse) - 1), top * 1.2)
+    lowest = min([*mse, *([gate.mse_change_pct] if gate is not None else [])])
+    ax3.set_ylim(min(-2.0, lowest - 1), top * 1.2)
     ax3.set_ylabel("MSE change (%)" + (f", clipped at +{top:.0f} %" if max(mse) > top else ""))
     ax3.set_title(f"reconstruction (MSE without pruning {report.baseline_mse:.4f})")
     ax3.legend(fontsize=7, loc="upper left")
 
     ax4.plot(taus, [100 * r.fg_ari_change for r in rs], "v-", color="tab:purple")
     ax4.axhline(0, color="grey", lw=0.5)
+    if gate is not None:
+        change = 100 * gate.fg_ari_change
+        gate_line(ax4, change, f"{gate.label}: {change:+.1f}")
+        ax4.legend(fontsize=7)
     targets(ax4, None)
     ax4.set_ylabel("FG-ARI change (points ×100)")
     ax4.set_title(f"segmentation (FG-ARI without pruning {report.baseline_fg_ari:.3f}; no target)")

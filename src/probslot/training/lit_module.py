@@ -4,7 +4,9 @@ The model itself (:class:`probslot.models.SlotAutoencoder`) knows nothing about 
 module wraps it:
 
 * loss = the model's likelihood NLL of the images given the reconstruction (MSE or the
-  discretised Gaussian of the authors' code, notes §7);
+  discretised Gaussian of the authors' code, notes §7), plus, for a model with a learned keep
+  gate (`probslot.nn.KeepGate`, AdaSlot), its sparsity term penalty · mean(keep_prob)
+  (``train/aux_keep``);
 * AdamW + linear warm-up, then constant or cosine decay (:mod:`probslot.training.schedule`);
 * global gradient-norm clipping, and updates whose norm is absurd are skipped and counted
   (``train/skipped_updates``), as the authors' code does (clip 100, skip > 55000);
@@ -37,7 +39,14 @@ from torchmetrics import MeanMetric
 
 from probslot.config import OptimConfig
 from probslot.metrics.segmentation import fg_ari
-from probslot.nn import ARDPrune, ProbabilisticSlotAttention, TemperedEStep, with_settings
+from probslot.nn import (
+    ARDPrune,
+    ProbabilisticSlotAttention,
+    TemperedEStep,
+    keep_gate_of,
+    unwrap_grouping,
+    with_settings,
+)
 from probslot.training.callbacks import EMA, soft_masks
 from probslot.training.checkpoint import get_rng_state, probslot_section, set_rng_state
 from probslot.training.schedule import lr_factor
@@ -111,7 +120,7 @@ class SlotLightningModule(pl.LightningModule):
         self.seed = seed
         self.config_text = config_text
         self.ema = EMA(model, optim.ema_decay) if optim.ema_decay > 0 else None
-        grouping = getattr(model, "grouping", None)
+        grouping = unwrap_grouping(getattr(model, "grouping", None))  # inside a keep gate
         is_psa = isinstance(grouping, ProbabilisticSlotAttention)
         # ARD inside EM: the configured threshold, which `prune_tau_steps` ramps up to in training
         ard = grouping.extension(ARDPrune) if is_psa else None
@@ -207,6 +216,15 @@ class SlotLightningModule(pl.LightningModule):
         log_masks = out.masks[:, :, 0].clamp_min(1e-6).log()  # (b, k, H, W)
         return -(target * log_masks).sum(1).mean()
 
+    @staticmethod
+    def keep_sparsity(out: AutoencoderOutput) -> Tensor:
+        """mean over images and slots of a keep gate's keep_prob (b, k): AdaSlot's penalty on
+        the expected share of kept slots. Zero for groupings without a gate."""
+        keep_prob = getattr(out.grouping, "keep_prob", None)
+        if keep_prob is None:
+            return out.recon.new_zeros(())
+        return keep_prob.float().mean()
+
     def prune_tau_at(self, step: int) -> float:
         """The grouping's ARD threshold in training at optimiser step `step` (linear ramp)."""
         steps = self.optim_cfg.prune_tau_steps
@@ -234,7 +252,8 @@ class SlotLightningModule(pl.LightningModule):
             args["temperature"] = temperature
         tau = self.prune_tau_at(step)
         if tau != self.prune_tau:
-            args["extensions"] = with_settings(self.model.grouping.extensions, prune_tau=tau)
+            parts = unwrap_grouping(self.model.grouping).extensions
+            args["extensions"] = with_settings(parts, prune_tau=tau)
         return args
 
     def _scheduled_forward(
@@ -263,6 +282,12 @@ class SlotLightningModule(pl.LightningModule):
             aux = self.pi_balance(out)
             self.log("train/aux_pi", aux, batch_size=b)
             loss = loss + weight * aux
+        gate = keep_gate_of(self.model)
+        if gate is not None:
+            aux = self.keep_sparsity(out)
+            self.log("train/aux_keep", aux, batch_size=b)
+            if gate.penalty > 0:
+                loss = loss + gate.penalty * aux
         self.batches_seen += 1
         self.samples_seen += b * self.trainer.world_size if self._trainer is not None else b
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
