@@ -67,6 +67,7 @@ LAYERS: tuple[Layer, ...] = (
         "reports and posterior commands", ("probslot.reports", "probslot.posterior.commands"), True
     ),
     Layer("applications", ("probslot.evaluation", "probslot.training"), True),
+    Layer("studies", ("probslot.experiments",)),
     Layer("command line", ("probslot.cli",)),
 )
 

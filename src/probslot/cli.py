@@ -33,6 +33,7 @@ __all__ = [
     "data_convert",
     "data_info",
     "demo",
+    "experiment",
     "main",
     "normalise_argv",
     "parse_command",
@@ -356,6 +357,47 @@ def features_info(cache: str) -> str:
 from probslot.evaluation.commands import compare, evaluate, report  # noqa: E402
 from probslot.posterior.commands import aggregate, prune, sample  # noqa: E402
 
+
+def experiment(
+    name: str,
+    scale: str = "cpu",
+    seeds: int | None = None,
+    out: str | None = None,
+    jobs: int = 2,
+    emit: str | None = None,
+    reuse: bool = True,
+    overrides: list[str] | None = None,
+) -> Path:
+    """Run a study end to end: train its runs (as processes), evaluate, analyse, report.
+
+    Studies: toy2d, sprites, pruning, injectivity, posterior-stability, tradeoff, clevr6,
+    objects-room (docs/results.md shows what each found). Finished runs are reused, so a study
+    resumes after a crash; the results folder gets summary.json, table.md, results.md, figures/
+    and manifest.json (the exact configs). Example: ``probslot experiment sprites --seeds 3``.
+
+    Args:
+        name: the study.
+        scale: cpu (this kind of 2-core machine), gpu (one accelerator) or tiny (smoke test).
+        seeds: seeds per model (default: the scale's).
+        out: results folder (default: results/NAME); one folder holds one configuration.
+        jobs: runs trained at once, as separate processes with one thread each (2 suit a
+            2-core machine); 0 runs them one after another in this process.
+        emit: ``commands`` or ``slurm``: write one command per unfinished run (commands.txt;
+            slurm.sh, an array job) instead of running them; rerun afterwards to analyse.
+        reuse: copy a run that a study in a sibling folder (e.g. results/sprites beside
+            results/tradeoff) finished with exactly the same settings instead of retraining it.
+        overrides: dotted overrides for every run's config, e.g. trainer.accelerator=gpu or
+            data.root=STORE (toy2d: toy2d.steps=500).
+    """
+    from probslot.experiments import StudyFailed, run_study
+
+    try:
+        result = run_study(name, out, scale, seeds, jobs, emit, overrides or [], reuse=reuse)
+    except StudyFailed as err:
+        raise ValueError(str(err)) from None
+    return result.out
+
+
 COMMANDS: dict[str, Any] = {
     "train": train,
     "demo": demo,
@@ -365,6 +407,7 @@ COMMANDS: dict[str, Any] = {
     "evaluate": evaluate,
     "compare": compare,
     "report": report,
+    "experiment": experiment,
     "data": {"preview": preview, "convert": data_convert, "info": data_info},
     "features": {"extract": features_extract, "info": features_info},
 }
@@ -631,7 +674,7 @@ def parse_command(argv: Sequence[str]) -> tuple[Callable[..., Any], dict[str, An
             raise UsageError(
                 f"config overrides {' '.join(overrides)} are not accepted by "
                 f"{' '.join(_target(args)[0])}; only {', '.join(takers[:-1])} and {takers[-1]} "
-                "take them (train and demo any section, the analyses data.* only)"
+                "take them (train, demo and experiment any section, the analyses data.* only)"
             )
         kwargs["overrides"] = list(kwargs.get("overrides") or []) + overrides
     return fn, kwargs

@@ -107,7 +107,7 @@ def test_arguments_reach_the_function_with_their_types() -> None:
         (["evaluate", "a", "b"], "evaluate takes one run directory; got 2: a b"),
         (
             ["data", "preview", "model.num_slots=3"],
-            "only train, demo, aggregate, prune, evaluate and compare take them",
+            "only train, demo, aggregate, prune, evaluate, compare and experiment take them",
         ),
     ],
 )

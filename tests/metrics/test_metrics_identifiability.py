@@ -205,6 +205,23 @@ def test_compositional_contrast_additive_disjoint_is_zero():
         torch.testing.assert_close(c, torch.zeros(2))
 
 
+def test_compositional_contrast_through_attention_forward_equals_reverse_mode():
+    """Fused attention kernels have no forward-mode derivative; the metric uses the math kernel,
+    so a transformer decoder gets the same contrast in both modes."""
+    k, d, n = 3, 4, 6
+    proj = torch.randn(d, 8)
+    queries = torch.randn(1, n, 8)
+
+    def decoder(slots):  # pixel queries attend to the slots (as the transformer decoder)
+        kv = (slots @ proj)[None]
+        return torch.nn.functional.scaled_dot_product_attention(queries, kv, kv).reshape(-1)
+
+    slots = torch.randn(2, k, d)
+    fwd = compositional_contrast(decoder, slots, mode="fwd")
+    torch.testing.assert_close(fwd, compositional_contrast(decoder, slots, mode="rev"))
+    assert torch.all(fwd > 0)  # every output mixes every slot
+
+
 def test_compositional_contrast_mixing_matches_hand_computation():
     k, d, n = 2, 3, 7
     w = torch.randn(n, k * d, dtype=torch.float64)

@@ -26,6 +26,7 @@ from typing import Literal
 import torch
 from scipy.stats import rankdata
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from probslot.metrics.matching import (
     MatchCost,
@@ -581,7 +582,9 @@ def compositional_contrast(
         n = flat(batch[0].detach()).numel()
         mode = "fwd" if k * d < n else "rev"
     jac_fn = torch.func.jacfwd(flat) if mode == "fwd" else torch.func.jacrev(flat)
-    with warnings.catch_warnings():
+    # the fused attention kernels have no forward-mode derivative (transformer decoders); the
+    # math kernel computes the same attention and has one
+    with warnings.catch_warnings(), sdpa_kernel([SDPBackend.MATH]):
         # torch's first forward-mode AD call loads its JVP decompositions through the
         # deprecated torch.jit.script; that warning is torch-internal and not actionable here.
         warnings.filterwarnings("ignore", "`torch.jit.script` is deprecated", DeprecationWarning)

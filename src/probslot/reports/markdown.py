@@ -17,7 +17,7 @@ from probslot.reports.tables import (
     pruning_tables,
 )
 
-__all__ = ["render_markdown"]
+__all__ = ["markdown_table", "render_markdown"]
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -28,7 +28,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _table(table: Table) -> list[str]:
+def markdown_table(table: Table) -> list[str]:
+    """The lines of `table` in Markdown: its title in bold, the header, the rows, a blank line."""
     lines = [
         f"**{table.title}**",
         "",
@@ -47,14 +48,14 @@ def render_markdown(runs: Sequence[Any], compare: dict[str, Any] | None, base: P
         name = inp.root.name
         lines += [f"## Run `{name}`", "", f"Run directory: `{inp.root}`", ""]
         if inp.metrics:
-            lines += _table(final_validation_table(inp.metrics))
+            lines += markdown_table(final_validation_table(inp.metrics))
         ev = inp.eval
         if ev is None:
             lines += [f"Metrics: not computed: run `probslot evaluate --run_dir {inp.root}`", ""]
         else:
             lines += [f"Evaluation on {ev.get('num_images')} `{ev.get('split')}` images.", ""]
             for table in evaluation_tables(ev):
-                lines += _table(table)
+                lines += markdown_table(table)
             for note in ev.get("notes", []):
                 lines.append(f"- {note}")
             if ev.get("notes"):
@@ -63,7 +64,7 @@ def render_markdown(runs: Sequence[Any], compare: dict[str, Any] | None, base: P
             lines += [f"Pruning: not computed: run `probslot prune --run_dir {inp.root}`.", ""]
         else:
             for table in pruning_tables(inp.pruning):
-                lines += _table(table)
+                lines += markdown_table(table)
         figures = dict(inp.figures)
         if inp.panels:
             figures["latest training panel"] = inp.panels[-1]
@@ -84,6 +85,6 @@ def render_markdown(runs: Sequence[Any], compare: dict[str, Any] | None, base: P
         for warning in compare.get("warnings", []):
             lines += [f"> **warning:** {warning}", ""]
         for table in compare_tables(compare):
-            lines += _table(table)
+            lines += markdown_table(table)
     lines.append("")
     return "\n".join(lines)
