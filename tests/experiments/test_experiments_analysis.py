@@ -15,7 +15,9 @@ def _affine_copy(slots: torch.Tensor, seed: int) -> tuple[torch.Tensor, torch.Te
     """slots (m, k, d) under a random invertible affine map and a random slot order per image."""
     gen = torch.Generator().manual_seed(seed)
     m, k, d = slots.shape
-    a = torch.randn(d, d, generator=gen, dtype=torch.float64) + 2 * torch.eye(d, dtype=torch.float64)
+    a = torch.randn(d, d, generator=gen, dtype=torch.float64) + 2 * torch.eye(
+        d, dtype=torch.float64
+    )
     c = torch.randn(d, generator=gen, dtype=torch.float64)
     perm = torch.stack([torch.randperm(k, generator=gen) for _ in range(m)])
     mapped = slots @ a + c
@@ -38,9 +40,7 @@ def test_pairwise_identifiability_is_one_for_affine_copies_and_low_for_unrelated
     assert res["smcc"]["mean"] == pytest.approx(1.0, abs=1e-6)
     assert res["r2"]["mean"] == pytest.approx(1.0, abs=1e-6)
     # the mean over pairs is the mean of the pairs' figures (each the mean of both directions)
-    assert res["smcc"]["mean"] == pytest.approx(
-        sum(p["smcc"] for p in res["smcc"]["pairs"]) / 3
-    )
+    assert res["smcc"]["mean"] == pytest.approx(sum(p["smcc"] for p in res["smcc"]["pairs"]) / 3)
     unrelated = [base, torch.randn(300, 3, 4, generator=gen, dtype=torch.float64)]
     low = pairwise_identifiability(unrelated, ["a", "z"], krr=False)
     assert low["smcc"]["mean"] < 0.5

@@ -34,7 +34,9 @@ def _toy(out: Path, *extra: str, seeds: int = 2, jobs: int = 0, **kw):
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 def test_every_study_is_registered_with_tiny_scale():

@@ -312,7 +312,11 @@ class SweepStudy:
                         s,
                         merge(base, change),
                         config_overrides,
-                        evaluate={"split": "test", **evaluate},
+                        evaluate={
+                            "split": "test",
+                            **scale.settings.get("evaluate", {}),
+                            **evaluate,
+                        },
                         info={"variant": label},
                     )  # fmt: skip
                 )
@@ -342,3 +346,32 @@ class SweepStudy:
                 )
             )
         return Table(title, ("variant", *(t for _, t in self.columns)), rows)
+
+
+def bar_figure(
+    bars: Mapping[str, Mapping[str, Any]], path: Path, ylabel: str, title: str,
+    floor: float | None = None, floor_label: str = "",
+) -> Path:  # fmt: skip
+    """Horizontal bars of ``{label: mean_std}`` with the std as error bars (and a dashed
+    reference line at `floor`, e.g. chance or an unrelated model)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from probslot.reports.figures import save_figure
+
+    labels = [k for k, v in bars.items() if v.get("mean") is not None]
+    fig, ax = plt.subplots(figsize=(5.6, 0.45 * len(labels) + 1.2))
+    means = [bars[k]["mean"] for k in labels]
+    errs = [bars[k].get("std") or 0.0 for k in labels]
+    ax.barh(range(len(labels)), means, xerr=errs, color="tab:blue", alpha=0.8, capsize=3)
+    ax.set_yticks(range(len(labels)), labels, fontsize=8)
+    ax.invert_yaxis()
+    if floor is not None:
+        ax.axvline(floor, color="k", ls="--", lw=0.8, label=floor_label)
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    fig.tight_layout()
+    return save_figure(fig, path)

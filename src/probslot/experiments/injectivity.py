@@ -27,6 +27,7 @@ from probslot.experiments.images import (
     SPRITES_CPU,
     SPRITES_TINY,
     SweepStudy,
+    bar_figure,
     merge,
 )
 from probslot.experiments.study import Scale, Study, StudyContext, StudyOutput, register_study
@@ -69,8 +70,9 @@ class InjectivityStudy(SweepStudy, Study):
                          "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
                          "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
                                      "precision": "bf16-mixed", "num_threads": None}})}),
-        "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True}),
+        "tiny": Scale("tiny", 1, "smoke test: 2 of the variants (all are built), 4 steps per run",
+                      {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
+                       "variants": ["LeakyReLU (reference)", "transformer decoder"], "evaluate": {"contrast_images": 2, "num_panels": 2}}),
     }  # fmt: skip
 
     def variants(self, scale: Scale) -> dict[str, dict[str, Any]]:
@@ -93,4 +95,9 @@ class InjectivityStudy(SweepStudy, Study):
                     f"reference {ref:.3f}); FG-ARI {st['fg_ari']['mean']:.3f}, "
                     f"MSE {st['mse']['mean']:.4f}."
                 )
-        return StudyOutput({"variants": stats}, [table], [], reading)
+        fig = bar_figure(
+            {k: v["smcc_gt"] for k, v in stats.items()}, ctx.figure_path("injectivity_smcc.png"),
+            "SMCC vs ground-truth latents (mean ± std over seeds)",
+            "PSA-Proj: decoder assumptions kept or broken",
+        )  # fmt: skip
+        return StudyOutput({"variants": stats}, [table], [fig], reading)

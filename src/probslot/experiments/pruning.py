@@ -95,7 +95,7 @@ class PruningStudy(Study):
                          "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
                                      "precision": "bf16-mixed", "num_threads": None}})}),
         "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_TINY)}),
+                      {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_TINY), "evaluate": {"contrast_images": 2, "num_panels": 2}}),
     }  # fmt: skip
 
     def plan(self, scale: Scale, seeds: int, overrides: Sequence[str] = ()) -> list[RunSpec]:
@@ -106,7 +106,7 @@ class PruningStudy(Study):
             for s in range(seeds):
                 specs.append(train_run(
                     f"{slug}-seed{s}", label, s, merge(scale.settings["config"], change),
-                    config_overrides, evaluate={"split": "test", **evaluate}, prune=ANALYSES,
+                    config_overrides, evaluate={"split": "test", **scale.settings.get("evaluate", {}), **evaluate}, prune=ANALYSES,
                 ))  # fmt: skip
         return specs
 

@@ -90,12 +90,13 @@ class _RealDataStudy(SpritesStudy):
         return StudyOutput(out.summary, [*out.tables, beside], out.figures, out.reading)
 
 
-def _scales(prefix: str) -> dict[str, Scale]:
+def _scales(tiny_models: list[str]) -> dict[str, Scale]:
     return {
         "gpu": Scale("gpu", 3, "6 models × 3 seeds from the paper configs on one GPU each "
                      "(see docs/results.md for the time)", {"changes": _GPU}, min_seeds=2),
-        "tiny": Scale("tiny", 2, "smoke test on a fixture store: 2 of the models, 4 steps per run",
-                      {"changes": _TINY, "models": ["AE", "PSA-Proj"]}, min_seeds=2),
+        "tiny": Scale("tiny", 2, "smoke test on a fixture store: 4 steps per run",
+                      {"changes": _TINY, "models": tiny_models,
+                       "evaluate": {"contrast_images": 2, "num_panels": 2}}, min_seeds=2),
     }  # fmt: skip
 
 
@@ -109,7 +110,7 @@ class CLEVR6Study(_RealDataStudy):
         "AE, SA, SA-NoA, PSA, PSA-NoA and PSA-Proj from configs/clevr6_*.yaml (64×64, 7 slots) "
         "over seeds; cross-seed SMCC and R², FG-ARI and MSE beside the paper's Tables 2 and 4."
     )
-    scales = _scales("clevr6")
+    scales = _scales(["AE", "PSA-Proj"])
     paper = {
         "AE": {"smcc": 0.43, "r2": 0.26},
         "SA": {"smcc": 0.56, "r2": 0.55, "fg_ari": 0.96},
@@ -131,7 +132,7 @@ class ObjectsRoomStudy(_RealDataStudy):
         "7 slots) over seeds; cross-seed SMCC and R², FG-ARI and MSE beside the paper's Tables "
         "2 and 4."
     )
-    scales = _scales("objects_room")
+    scales = _scales(["PSA-Proj"])
     paper = {
         "AE": {"smcc": 0.46, "r2": 0.45},
         "SA": {"smcc": 0.66, "r2": 0.54, "fg_ari": 0.79},

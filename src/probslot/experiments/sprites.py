@@ -118,7 +118,11 @@ class SpritesStudy(Study):
             "tiny",
             2,
             "smoke test: 3 of the models, 4 steps per run",
-            {"config": merge(SPRITES_CPU, SPRITES_TINY), "models": ["AE", "SA-NoA", "PSA-Proj"]},
+            {
+                "config": merge(SPRITES_CPU, SPRITES_TINY),
+                "models": ["AE", "PSA-Proj"],
+                "evaluate": {"contrast_images": 2, "num_panels": 2},
+            },
             min_seeds=2,
         ),  # fmt: skip
     }
@@ -139,7 +143,7 @@ class SpritesStudy(Study):
                 s,
                 self.base_config(scale, label),
                 config_overrides,
-                evaluate={"split": "test", **evaluate},
+                evaluate={"split": "test", **scale.settings.get("evaluate", {}), **evaluate},
             )  # fmt: skip
             for label in scale.settings.get("models", self.models())
             for s in range(seeds)

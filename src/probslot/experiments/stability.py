@@ -36,6 +36,7 @@ from probslot.experiments.images import (
     PSA_KWARGS,
     SPRITES_CPU,
     SPRITES_TINY,
+    bar_figure,
     merge,
     split_overrides,
     train_run,
@@ -171,7 +172,7 @@ class PosteriorStabilityStudy(Study):
         "tiny": Scale("tiny", 2, "smoke test: 4 steps per run",
                       {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY),
                        "toy": Toy2DStudy.scales["tiny"].settings, "toy_seeds": 2,
-                       "datasets": ["reference", "grey background"]}, min_seeds=2),
+                       "datasets": ["reference", "grey background"], "evaluate": {"contrast_images": 2, "num_panels": 2}}, min_seeds=2),
     }  # fmt: skip
 
     def plan(self, scale: Scale, seeds: int, overrides: Sequence[str] = ()) -> list[RunSpec]:
@@ -185,7 +186,7 @@ class PosteriorStabilityStudy(Study):
             for s in range(seeds):
                 specs.append(train_run(
                     f"{slug}-seed{s}", label, s, merge(scale.settings["config"], change),
-                    config_overrides, evaluate={"split": "test", **evaluate},
+                    config_overrides, evaluate={"split": "test", **scale.settings.get("evaluate", {}), **evaluate},
                     info={"dataset": label},
                 ))  # fmt: skip
         toy = dict(scale.settings["toy"])
@@ -235,4 +236,14 @@ class PosteriorStabilityStudy(Study):
                 if across is not None:
                     text += f"; across data sets {across:.3f}"
                 reading.append(text + ".")
-        return StudyOutput(summary, [table], [], reading)
+        bars = {
+            f"{where}: {cat}": stats["mean_error"]
+            for where, found in summary.items()
+            for cat, stats in found.items()
+        }
+        fig = bar_figure(
+            bars, ctx.figure_path("posterior_stability.png"),
+            "posterior mean error after affine alignment (0 = equal up to the map)",
+            "aggregate posteriors across seeds, data sets and against unrelated models",
+        )  # fmt: skip
+        return StudyOutput(summary, [table], [fig], reading)

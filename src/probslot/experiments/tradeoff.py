@@ -81,7 +81,8 @@ class TradeoffStudy(SweepStudy, Study):
                                      "precision": "bf16-mixed", "num_threads": None}})}),
         "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
                       {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
-                       "variants": ["reference (d=8, T=5, K=4, mle)", "slot size 4", "1 EM iteration"]}),
+                       "variants": ["reference (d=8, T=5, K=4, mle)", "slot size 4", "1 EM iteration"],
+                       "evaluate": {"contrast_images": 2, "num_panels": 2}}),
     }  # fmt: skip
     columns = (
         ("smcc_gt", "SMCC vs GT"),
