@@ -175,10 +175,17 @@ class SpritesStudy(Study):
         for spec in ctx.specs:
             fig = eval_figures(ctx.results[spec.name])
             points.append({"label": spec.group, **fig})
-        figure = scatter_figure(
-            points, ctx.figure_path(f"{self.name}_fig5.png"), "compositional_contrast", "mse",
-            "smcc_gt", "reconstruction error vs compositional contrast (paper Fig. 5)",
-        )  # fmt: skip
+        figures = [
+            scatter_figure(
+                points,
+                ctx.figure_path(f"{self.name}_fig5_{colour}.png"),
+                "compositional_contrast",
+                "mse",
+                colour,
+                f"reconstruction error vs compositional contrast, coloured by {label} (Fig. 5)",
+            )  # fmt: skip
+            for colour, label in (("smcc_gt", "SMCC"), ("sis", "SIS"))
+        ]
         summary: dict[str, Any] = {"models": models}
         reading = []
         proj, sa = models.get("PSA-Proj", {}), models.get("SA", {})
@@ -217,4 +224,4 @@ class SpritesStudy(Study):
             if collapsed
             else "No run collapsed (every run's FG-ARI ≥ 0.3)."
         )
-        return StudyOutput(summary, [table], [figure], reading)
+        return StudyOutput(summary, [table], figures, reading)
