@@ -342,7 +342,9 @@ def evaluate_run(
             f"{run_cfg.data.name!r} dataset gives {keys}"
         )
     has_masks = "mask" in first
-    has_latents = "latents" in first and has_masks  # objects are matched to slots by mask
+    # objects are matched to slots by mask; a store of a source without latents (Objects-Room,
+    # CLEVRTex) yields zero-width latents
+    has_latents = "latents" in first and first["latents"].shape[-1] > 0 and has_masks
     slot_dim = int(getattr(model.grouping, "slot_dim", run_cfg.model.slot_dim))
     need = min_images_for_identifiability(slot_dim)
     extractor = extractor or (

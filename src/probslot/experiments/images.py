@@ -87,7 +87,7 @@ SPRITES_CPU: dict[str, Any] = {
 
 #: the tiny scale of every sprites study: a few steps on a few images, for the smoke tests
 SPRITES_TINY: dict[str, Any] = {
-    "data": {"num_train": 64, "num_val": 16, "num_test": 64, "batch_size": 8},
+    "data": {"num_train": 32, "num_val": 8, "num_test": 32, "batch_size": 8},
     "model": {
         "slot_dim": 8,
         "encoder_kwargs": {"channels": [8, 8, 8]},
@@ -248,7 +248,10 @@ def scatter_figure(
     ax.set_title(title, fontsize=9)
     if sc is not None:
         fig.colorbar(sc, ax=ax, label=nice(colour))
-    ax.legend(fontsize=7, loc="best")
+        ax.legend(fontsize=7, loc="best")
+    else:
+        ax.text(0.5, 0.5, f"no run has {nice(x)}, {nice(y)} and {nice(colour)}",
+                ha="center", va="center", transform=ax.transAxes, fontsize=8)  # fmt: skip
     fig.tight_layout()
     return save_figure(fig, path)
 
