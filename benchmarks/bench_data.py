@@ -11,12 +11,17 @@ this single-threaded process and by wall clock, and the CPU rate's ratio to the 
   reader alone, the PyPI ``tfrecord`` package decoding the same records (its ``tfrecord_loader``
   with ``.tobytes()`` on the 'S1' arrays, plus our label map) for comparison, and the whole
   ``probslot.data.convert`` (shards, sha256); target >= 1,000 records/s;
-* loading a store through a ``DataLoader`` with 2 workers (batch 64, shuffled; decode, crop,
-  resize, collate): a 64×64 store, and CLEVR-like 240×320 frames with masks cropped
-  (slot-attention) and resized to 128×128 at load time, or stored at 128×128; targets >= 5,000
-  and >= 1,500 images/s. Each row gives images/s by wall clock and images per CPU-second of all
-  processes (main + workers, from ``getrusage``): on a machine shared with other jobs the wall
-  rate falls with the load, while 2 × the CPU rate is what 2 free cores deliver.
+* loading a store through a ``DataLoader`` with 2 workers and in the main process (batch 64,
+  shuffled; decode, crop, resize, collate): a 64×64 store, and CLEVR-like 240×320 frames with
+  masks cropped (slot-attention) and resized to 128×128 at load time, or stored at 128×128;
+  targets >= 5,000 and >= 1,500 images/s. Each setting is read twice: with the contract's
+  float32 images and int64 masks out of the loader, and with uint8 transfer (uint8 images and
+  masks out of the loader, ``to_contract_dtypes`` in the main process, as the training
+  DataModule's ``on_after_batch_transfer`` does on the device; here the device is the CPU).
+  Each row gives images/s by wall clock and images per CPU-second of all processes (main +
+  workers, from ``getrusage``): on a machine shared with other jobs the wall rate falls with the
+  load, while 2 × the CPU rate is what 2 free cores deliver. The last column is the uint8 row's
+  wall rate over the float32 row's, both measured in this run.
 """
 
 from __future__ import annotations
@@ -102,10 +107,12 @@ def _children_cpu() -> float:
 
 
 def _loader_rate(ds, workers: int, images: int, batch: int = 64) -> tuple[float, float]:
-    """(images/s wall, images per CPU-second of main + workers) over `images` shuffled images."""
+    """(images/s wall, images per CPU-second of main + workers) over `images` shuffled images,
+    each batch brought to the contract's dtypes in the main process (a no-op for float32)."""
     from torch.utils.data import DataLoader
 
     from probslot.data import collate
+    from probslot.data.store import to_contract_dtypes
 
     kids, cpu = _children_cpu(), time.process_time()
     loader = DataLoader(
@@ -114,6 +121,7 @@ def _loader_rate(ds, workers: int, images: int, batch: int = 64) -> tuple[float,
     start, seen = time.perf_counter(), 0
     while seen < images:
         for b in loader:
+            b = to_contract_dtypes(b)
             seen += len(b["image"])
             if seen >= images:
                 break
@@ -141,7 +149,6 @@ def store_table(records: int, images: int) -> None:
         f"Objects-Room fixture: {records} records, {size / records / 1e3:.1f} kB per record (GZIP)"
     )
     reader = READERS.get("objects-room")(path)
-    rows = []
 
     def ours() -> None:
         for _ in reader.records():
@@ -180,36 +187,30 @@ def store_table(records: int, images: int) -> None:
         tmp / "ocl", "ocl-h5", tmp / "s128", crop="slot-attention", image_size=128, progress=False
     )
     native = open_store(tmp / "s240")
-    rows = [
-        ("64x64 store, 2 workers", open_store(tmp / "s64"), 2, 5000),
-        ("64x64 store, in the main process", open_store(tmp / "s64"), 0, 5000),
-        (
-            "240x320 store, crop + resize to 128 at load, 2 workers",
-            StoreDataset(native.path, box=crop_box("slot-attention", 240, 320), size=(128, 128)),
-            2,
-            1500,
-        ),
-        ("128x128 store (resized at conversion), 2 workers", open_store(tmp / "s128"), 2, 1500),
-        (
-            "128x128 store (resized at conversion), in the main process",
-            open_store(tmp / "s128"),
-            0,
-            1500,
-        ),
-        (
-            "240x320 store, crop + resize to 128, in the main process",
-            StoreDataset(native.path, box=crop_box("slot-attention", 240, 320), size=(128, 128)),
-            0,
-            1500,
-        ),
+    at_load = StoreDataset(native.path, box=crop_box("slot-attention", 240, 320), size=(128, 128))
+    settings = [
+        ("64x64 store", open_store(tmp / "s64"), 5000),
+        ("240x320 store, crop + resize to 128 at load", at_load, 1500),
+        ("128x128 store (resized at conversion)", open_store(tmp / "s128"), 1500),
     ]
+    width = max(len(f"{label}, in the main process, float32") for label, _, _ in settings)
     print(
-        f"\n{'loading (batch 64, shuffled)':<56}  {'img/s wall':>10}  {'img/CPU-s':>9}  {'wall / target':>13}"
+        f"\n{'loading (batch 64, shuffled)':<{width}}  {'img/s wall':>10}  {'img/CPU-s':>9}  "
+        f"{'wall / target':>13}  {'uint8 / float32':>15}"
     )
-    for label, ds, workers, target in rows:
+    for label, ds, target in settings:
         n = images if target == 5000 else images // 4
-        wall, per_cpu = _loader_rate(ds, workers, n)
-        print(f"{label:<56}  {wall:>10.0f}  {per_cpu:>9.0f}  {wall / target:>13.2f}")
+        for workers in (2, 0):
+            where = "2 workers" if workers else "in the main process"
+            rates = {}
+            for kind, dtypes in (("float32", ("float32", "int64")), ("uint8", ("uint8", "uint8"))):
+                wall, per_cpu = _loader_rate(ds.with_dtypes(*dtypes), workers, n)
+                rates[kind] = wall
+                ratio = f"{wall / rates['float32']:>15.2f}" if kind == "uint8" else ""
+                name = f"{label}, {where}, {kind}"
+                print(
+                    f"{name:<{width}}  {wall:>10.0f}  {per_cpu:>9.0f}  {wall / target:>13.2f}  {ratio}"
+                )
     print(f"\n(fixtures and stores in {tmp}; remove them when done)")
 
 
@@ -220,6 +221,9 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=3000, help="TFRecord records to convert")
     parser.add_argument("--images", type=int, default=19200, help="64x64 images per loader row")
     args = parser.parse_args()
+    if args.part in ("all", "store") and args.records < 64:
+        # the 64x64 loader rows read that store in whole batches of 64 (drop_last)
+        parser.error(f"--records must be at least 64 (one loading batch); got {args.records}")
     torch.set_num_threads(1)
     if args.part in ("all", "sprites"):
         sprites_table(args.n)

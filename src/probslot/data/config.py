@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 
 from probslot.data.contract import DATASETS
 from probslot.registry import did_you_mean
-from probslot.validation import check_choice, check_int
+from probslot.validation import check_bool, check_choice, check_int
 
 __all__ = ["SPLITS", "DataConfig", "Split", "build_split", "split_seed"]
 
@@ -181,21 +181,29 @@ def split_description(cfg: DataConfig, split: Split) -> dict[str, Any]:
     return data | {"split": split, "num_samples": cfg.split_size(split), "seed": cfg.seed}
 
 
-def build_split(cfg: DataConfig, split: Split) -> Dataset:
-    """The dataset of one split of `cfg`, exactly as training sees it (seeded by `split_seed`)."""
+def build_split(cfg: DataConfig, split: Split, *, uint8_transfer: bool = False) -> Dataset:
+    """The dataset of one split of `cfg`, exactly as training sees it (seeded by `split_seed`).
+
+    `uint8_transfer`: a dataset that holds uint8 images and masks (a converted store) returns
+    them as uint8 instead of the contract's float32 and int64, for loader workers to hand over
+    cheaply; `probslot.data.store.to_contract_dtypes` turns a batch of them into the contract's
+    values (the training DataModule does, on the device). Datasets that render float images
+    (sprites, ...) return their usual items.
+    """
     if not isinstance(cfg, DataConfig):
         raise TypeError(f"build_split needs a DataConfig; got {type(cfg).__name__}")
+    check_bool("uint8_transfer", uint8_transfer)
     if cfg.feature_cache is not None:  # the items, plus their cached encoder tokens
         from dataclasses import replace
 
         from probslot.data.features import CachedFeatures
 
-        items = build_split(replace(cfg, feature_cache=None), split)
+        items = build_split(replace(cfg, feature_cache=None), split, uint8_transfer=uint8_transfer)
         return CachedFeatures(items, cfg.feature_cache, split, split_description(cfg, split))
     if getattr(DATASETS.get(cfg.name), "reads_store", False):
         from probslot.data.store import build_store_split
 
-        return build_store_split(cfg, split)
+        return build_store_split(cfg, split, uint8_transfer=uint8_transfer)
     takes_split = getattr(DATASETS.get(cfg.name), "takes_split", False)  # voc, coco
     readers_split = {"split": split} if takes_split else {}
     return DATASETS.build(

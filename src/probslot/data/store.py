@@ -21,10 +21,17 @@ the stored bytes; the registered formats in `probslot.data.DATASETS` (``clevr-wi
 ``objects-room``, ...) open a store with a subset (`SUBSETS`), a crop (`probslot.data.transforms.CROPS`)
 and an image size, and `build_store_split` cuts a training config's train/val/test from it.
 Batches are read with ``__getitems__`` (one gather per shard, crop and resize on the whole batch).
+
+**uint8 transfer**: ``StoreDataset(..., image_dtype="uint8", mask_dtype="uint8")`` (what
+``build_split(cfg, split, uint8_transfer=True)`` and so the training DataModule use) returns the
+stored bytes instead of the contract's float32 images and int64 masks, 4× and 8× fewer bytes for
+DataLoader workers to hand over; `to_contract_dtypes` turns a batch of them into exactly the
+contract's values on the device it reached.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
@@ -33,7 +40,7 @@ import shutil
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -56,12 +63,17 @@ __all__ = [
     "open_store",
     "store_info",
     "store_splits",
+    "to_contract_dtypes",
 ]
 
 #: the layout version of a store (bumped when the files change meaning)
 STORE_VERSION = 1
 #: the contract keys stored per record, in file order
 _KEYS = ("image", "mask", "num_objects", "latents", "visibility")
+ImageDtype = Literal["float32", "uint8"]
+MaskDtype = Literal["int64", "uint8"]
+_IMAGE_DTYPES: tuple[ImageDtype, ...] = ("float32", "uint8")
+_MASK_DTYPES: tuple[MaskDtype, ...] = ("int64", "uint8")
 _SHARD_BYTES = 64 << 20
 _LIST_LIMIT = 64  # more source files than this go to sources.tsv
 
@@ -631,6 +643,12 @@ class StoreDataset(Dataset):
     from the mask after a crop or resize) with M = `max_objects`. Batches go through
     ``__getitems__``: one gather per shard and one resize for the whole batch.
 
+    ``image_dtype="uint8"`` returns the image as uint8 (3, h, w), the bytes whose / 255 is the
+    float32 image, and ``mask_dtype="uint8"`` the mask as uint8: a loader worker then hands the
+    main process 4× (image) and 8× (mask) fewer bytes, and `to_contract_dtypes` restores the
+    contract on the device. Items of either setting break the contract (``check_image_item``),
+    so only loaders whose batches go through `to_contract_dtypes` use them (training's).
+
     Attributes:
         manifest: the split's manifest (``read_manifest``); `latent_names`, `max_objects`,
         `has_masks`, `format` and `split` come from it.
@@ -643,7 +661,11 @@ class StoreDataset(Dataset):
         box: tuple[int, int, int, int] | None = None,
         size: tuple[int, int] | None = None,
         max_objects: int | None = None,
+        image_dtype: ImageDtype = "float32",
+        mask_dtype: MaskDtype = "int64",
     ) -> None:
+        self.image_dtype: ImageDtype = check_choice("image_dtype", image_dtype, _IMAGE_DTYPES)
+        self.mask_dtype: MaskDtype = check_choice("mask_dtype", mask_dtype, _MASK_DTYPES)
         self.path = Path(split_dir)
         self.manifest = read_manifest(self.path)
         self._files = _Files(self.path, self.manifest)
@@ -667,7 +689,19 @@ class StoreDataset(Dataset):
     def __repr__(self) -> str:
         extra = f", crop={self.box}" if self.box else ""
         extra += f", size={self.size}" if self.size else ""
+        if (self.image_dtype, self.mask_dtype) != ("float32", "int64"):
+            extra += f", image {self.image_dtype}, mask {self.mask_dtype}"
         return f"StoreDataset({str(self.path)!r}, {self.format}, {len(self)} items{extra})"
+
+    def with_dtypes(
+        self, image_dtype: ImageDtype = "float32", mask_dtype: MaskDtype = "int64"
+    ) -> StoreDataset:
+        """This view (same rows, crop and size, shared memory maps) returning `image_dtype`
+        images and `mask_dtype` masks."""
+        view = copy.copy(self)
+        view.image_dtype = check_choice("image_dtype", image_dtype, _IMAGE_DTYPES)
+        view.mask_dtype = check_choice("mask_dtype", mask_dtype, _MASK_DTYPES)
+        return view
 
     @property
     def image_hw(self) -> tuple[int, int]:
@@ -698,24 +732,27 @@ class StoreDataset(Dataset):
         if self.size is not None:
             tensor = resize_images(tensor, self.size)  # uint8 (b, 3, h, w), channels-last
         h, w = tensor.shape[-2:]
-        tensor = torch.div(tensor, 255.0, out=torch.empty((b, 3, h, w)))  # (b, 3, h, w) in [0, 1]
+        if self.image_dtype == "uint8":
+            tensor = tensor.contiguous()  # (b, 3, h, w) uint8, laid out as the float32 batch
+        else:  # (b, 3, h, w) in [0, 1]
+            tensor = torch.div(tensor, 255.0, out=torch.empty((b, 3, h, w)))
         num_objects = self._files.gather("num_objects", rows).astype(np.int64)
         latents = torch.from_numpy(self._files.gather("latents", rows)[:, :m])
         if self.has_masks:
             masks = self._files.gather("mask", rows)[:, top:bottom, left:right]
             if self.size is not None:
                 masks = resize_masks(masks, self.size)
-            masks = np.ascontiguousarray(masks, dtype=np.int64)
+            masks = np.ascontiguousarray(masks)  # (b, h, w) uint8
             if self.box is not None or self.size is not None or m < self.manifest["max_objects"]:
-                labels = masks.reshape(b, -1) + (np.arange(b) * (m + 1))[:, None]
+                labels = masks.reshape(b, -1) + (np.arange(b) * (m + 1))[:, None]  # int64
                 counts = np.bincount(labels.ravel(), minlength=b * (m + 1))
                 vis = counts.reshape(b, m + 1)[:, 1:] > 0
             else:
                 vis = self._files.gather("visibility", rows)
-            mask_t = torch.from_numpy(masks)
+            mask_t = torch.from_numpy(masks).to(getattr(torch, self.mask_dtype))
         else:
             vis = self._files.gather("visibility", rows)[:, :m]
-            mask_t = torch.zeros((b, h, w), dtype=torch.int64)
+            mask_t = torch.zeros((b, h, w), dtype=getattr(torch, self.mask_dtype))
         vis_t = torch.from_numpy(np.ascontiguousarray(vis[:, :m]))
         return [
             {
@@ -729,6 +766,33 @@ class StoreDataset(Dataset):
                 tensor.unbind(0), mask_t.unbind(0), num_objects, latents.unbind(0), vis_t.unbind(0)
             )
         ]
+
+
+def to_contract_dtypes(batch: Any) -> Any:
+    """A collated batch with the contract's dtypes: a uint8 ``image`` (b, 3, H, W) becomes
+    float32 / 255 and a uint8 ``mask`` (b, H, W) int64, on the device the batch is on.
+
+    The values are exactly those of the float32 loading path (``StoreDataset`` with the default
+    dtypes). The divisor is a tensor on the batch's device, not a Python number, because CUDA
+    divides by a number as a multiplication by its float32 reciprocal, which differs in the last
+    bit for 126 of the 256 byte values (tests/data/test_data_store_uint8.py checks the CPU, and
+    the GPU under ``pytest -m cuda``). Batches already in the contract (float images, int64
+    masks) and non-dict batches are returned as they are.
+    """
+    if not isinstance(batch, dict):
+        return batch
+    image, mask = batch.get("image"), batch.get("mask")
+    byte_image = isinstance(image, torch.Tensor) and image.dtype == torch.uint8
+    byte_mask = isinstance(mask, torch.Tensor) and mask.dtype == torch.uint8
+    if not (byte_image or byte_mask):
+        return batch
+    out = dict(batch)
+    if byte_image:
+        divisor = torch.full((), 255.0, device=image.device)
+        out["image"] = image.to(torch.float32).div_(divisor)  # (b, 3, H, W) in [0, 1]
+    if byte_mask:
+        out["mask"] = mask.to(torch.int64)
+    return out
 
 
 def open_store(root: str | os.PathLike[str], split: str | None = None) -> StoreDataset:
@@ -864,14 +928,21 @@ for _fmt in STORE_FORMATS:
     _register(_fmt)
 
 
-def build_store_split(cfg: Any, split: str) -> StoreDataset:
+def build_store_split(cfg: Any, split: str, *, uint8_transfer: bool = False) -> StoreDataset:
     """The train/val/test dataset of a `DataConfig` whose ``root`` is a store.
 
     A split the store holds (converted with ``--split val``, ...) is read from its own folder;
     the others are cut from the end of the store's ``train`` split, after the subset filter:
     test = its last ``num_test`` items, val = the ``num_val`` before them, train = the first
-    ``num_train`` of the rest (``num_train = -1``: all of the rest).
+    ``num_train`` of the rest (``num_train = -1``: all of the rest). `uint8_transfer`: images
+    and masks as the stored uint8 (see `StoreDataset`; `to_contract_dtypes` restores them).
     """
+    check_bool("uint8_transfer", uint8_transfer)
+    dataset = _store_split(cfg, split)
+    return dataset.with_dtypes("uint8", "uint8") if uint8_transfer else dataset
+
+
+def _store_split(cfg: Any, split: str) -> StoreDataset:
     if cfg.root is None:
         raise ValueError(_needs_root(cfg.name))
     splits = store_splits(cfg.root)

@@ -32,6 +32,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint, RichProgres
 from torch import Tensor, nn
 
 from probslot.atomic import atomic_write_bytes
+from probslot.data.store import to_contract_dtypes
 from probslot.training.checkpoint import AtomicCheckpointIO
 from probslot.typing import AutoencoderOutput
 
@@ -317,7 +318,9 @@ class PanelCallback(pl.Callback):
             if dm is None:
                 return None
             loader = dm.val_dataloader()
-            self._images = next(iter(loader))["image"][: self.max_rows]
+            # a store's loader yields uint8 images (SlotDataModule's uint8 transfer)
+            batch = to_contract_dtypes(next(iter(loader)))
+            self._images = batch["image"][: self.max_rows]
         return self._images
 
     @torch.no_grad()

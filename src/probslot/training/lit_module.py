@@ -19,6 +19,9 @@ module wraps it:
 * the training position (batches and images seen), the guards' counters and every process's
   random states, saved in ``checkpoint["probslot"]`` and restored on resume, so that a resumed
   run continues exactly where it stopped;
+* batches in the contract's dtypes: the training loaders ship a converted store's images and
+  masks as uint8 and the DataModule's ``on_after_batch_transfer`` turns them into float32 / 255
+  and int64 on the device, before any step here sees them (`probslot.data.datamodule`);
 * validation: reconstruction MSE and FG-ARI (ARI over ground-truth foreground pixels between
   the argmax of the decoder masks — or of the attention maps for non-additive decoders — and the
   ground-truth label map), accumulated in ``torchmetrics.MeanMetric``s (sums and counts), so that
@@ -165,6 +168,13 @@ class SlotLightningModule(pl.LightningModule):
     @staticmethod
     def _images(batch: Any) -> Tensor:
         images = batch["image"] if isinstance(batch, dict) else batch
+        if not images.is_floating_point():
+            raise TypeError(
+                f"a batch's images must be float (batch, 3, H, W) in [0, 1]; got {images.dtype}. "
+                "Batches of uint8 images (a converted store's training loaders) become float in "
+                "SlotDataModule.on_after_batch_transfer: train with its datamodule, or pass "
+                "batches through probslot.data.store.to_contract_dtypes first"
+            )
         if images.dim() != 4 or images.shape[1] != 3:
             raise ValueError(
                 f"a batch's images must be (batch, 3, H, W) in [0, 1]; got {tuple(images.shape)}"
