@@ -209,6 +209,16 @@ def cross_seed(ctx: StudyContext, group: str, specs: Sequence[RunSpec]) -> dict[
     return summary
 
 
+#: axis and colour-bar labels of the per-run figures
+FIGURE_LABELS = {
+    "smcc_gt": "SMCC vs ground-truth latents",
+    "r2_gt": "R² vs ground-truth latents",
+    "sis": "SIS vs ground-truth latents",
+    "compositional_contrast": "compositional contrast per pixel",
+    "mse": "reconstruction MSE",
+}
+
+
 def scatter_figure(
     points: Sequence[Mapping[str, Any]], path: Path, x: str, y: str, colour: str, title: str
 ) -> Path:
@@ -218,9 +228,13 @@ def scatter_figure(
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
     from probslot.reports.figures import save_figure
-    from probslot.reports.tables import label as nice
+    from probslot.reports.tables import label
+
+    def nice(key: str) -> str:
+        return FIGURE_LABELS.get(key, label(key))
 
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     labels = list(dict.fromkeys(p["label"] for p in points))
@@ -243,6 +257,10 @@ def scatter_figure(
         )  # fmt: skip
     ax.set_xscale("log")
     ax.set_yscale("log")
+    for axis in (ax.xaxis, ax.yaxis):  # ticks at 1, 2, 5 × 10^n, labelled plainly
+        axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(FormatStrFormatter("%g"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel(nice(x))
     ax.set_ylabel(nice(y))
     ax.set_title(title, fontsize=9)
