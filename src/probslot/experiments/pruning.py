@@ -48,14 +48,16 @@ MODELS: dict[str, dict[str, Any]] = {
 }
 #: the prune analyses of each run: the paper's threshold after EM, and τ inside EM
 ANALYSES = ({"sweep": True, "in_em": False}, {"sweep": True, "in_em": True})
-FIGURES = ("mae_with_background", "decoder_flops_saved", "mse_change_pct", "fg_ari")
+FIGURES = ("mae_with_background", "decoder_flops_saved", "mse", "mse_change_pct", "fg_ari")
 
 
 def _rows(pruning: Mapping[str, Any]) -> dict[float, dict[str, Any]]:
     return {float(r["tau"]): r for r in pruning["results"]}
 
 
-def _figure(lines: Mapping[str, Sequence[tuple[float, float]]], gate: Any, path: Path) -> Path:
+def _figure(
+    lines: Mapping[str, Sequence[tuple[float, float]]], gate: Any, const: float | None, path: Path
+) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -69,6 +71,8 @@ def _figure(lines: Mapping[str, Sequence[tuple[float, float]]], gate: Any, path:
     if gate is not None:
         ax.scatter([100 * gate[0]], [gate[1]], marker="*", s=160, c="tab:red", edgecolors="k",
                    label="learned keep gate", zorder=5)  # fmt: skip
+    if const is not None:
+        ax.axhline(const, color="k", ls="--", lw=0.8, label="always the median count")
     ax.set_xlabel("decoder FLOPs saved vs all K slots (%)")
     ax.set_ylabel("slot-count MAE (objects + background)")
     ax.set_title("ARD vs a learned keep gate (points: τ sweep, mean over seeds)", fontsize=9)
@@ -132,7 +136,8 @@ class PruningStudy(Study):
                     for v in per_tau.values()
                 ]
                 for tau, v in per_tau.items():
-                    rule = f"{group}: fixed K = {reports[0]['num_slots']}" if tau == 0 else (
+                    k = reports[0]["num_slots"]
+                    rule = f"{group}: τ = 0 (all slots with π > 0: fixed K = {k})" if tau == 0 else (
                         f"{label}, τ = {tau:g}")  # fmt: skip
                     if tau == 0 and mode:
                         continue  # τ = 0 inside EM is the same fixed-K decoding
@@ -153,7 +158,7 @@ class PruningStudy(Study):
         }  # fmt: skip
         table = Table(
             f"pruning: {ctx.seeds} seed(s) per model, mean ± std over seeds",
-            ("rule", "slot-count MAE", "decoder FLOPs saved", "MSE change (%)", "FG-ARI"),
+            ("rule", "slot-count MAE", "decoder FLOPs saved", "MSE", "MSE change (%)", "FG-ARI"),
             rows,
         )
         gate_rule = summary["rules"].get("PSA + keep gate: learned keep gate")
@@ -161,47 +166,52 @@ class PruningStudy(Study):
         if gate_rule:
             gate_pt = (gate_rule["decoder_flops_saved"]["mean"],
                        gate_rule["mae_with_background"]["mean"])  # fmt: skip
-        fig = _figure(lines, gate_pt, ctx.figure_path("pruning_tradeoff.png"))
+        const = summary["constant_mae"]["mean"]
+        fig = _figure(lines, gate_pt, const, ctx.figure_path("pruning_tradeoff.png"))
         reading = _reading(summary)
         return StudyOutput(summary, [table], [fig], reading)
 
 
 def _reading(summary: Mapping[str, Any]) -> list[str]:
-    out = []
-    best = None
-    for label, per_tau in summary["rules"].items():
-        if "keep gate" in label and "mae_with_background" in per_tau:
-            mae = per_tau["mae_with_background"]["mean"]
-            saved = per_tau["decoder_flops_saved"]["mean"]
-            out.append(f"{label}: MAE {mae:.3f}, {100 * saved:.1f} % of the decoder FLOPs saved.")
-            cand = (mae, label, None, saved)
-        else:
-            cands = [
-                (
-                    v["mae_with_background"]["mean"],
-                    label,
-                    float(t),
-                    v["decoder_flops_saved"]["mean"],
-                )
-                for t, v in per_tau.items()
-                if v["mae_with_background"]["mean"] is not None
-            ]
-            if not cands:
-                continue
-            cand = min(cands)
-            out.append(
-                f"{label}: lowest MAE {cand[0]:.3f} at τ = {cand[2]:g} "
-                f"({100 * cand[3]:.1f} % of the decoder FLOPs saved)."
-            )
-        if best is None or cand[0] < best[0]:
-            best = cand
+    """One line per rule (its best slot count, what it saves, what it costs), then the winners."""
     const = summary.get("constant_mae", {}).get("mean")
-    if best is not None:
+    out, cands = [], []
+    for label, rule in summary["rules"].items():
+        if "keep gate" in label and "mae_with_background" in rule:
+            points = [(None, rule)]
+        else:
+            points = [(float(t), v) for t, v in rule.items() if float(t) > 0]
+        for tau, v in points:
+            if v["mae_with_background"]["mean"] is None:
+                continue
+            cands.append((label, tau, v))
+        best = min(
+            (c for c in cands if c[0] == label), key=lambda c: c[2]["mae_with_background"]["mean"],
+            default=None,
+        )  # fmt: skip
+        if best is None:
+            continue
+        _, tau, v = best
+        at = "" if tau is None else f" at τ = {tau:g}"
         out.append(
-            f"Lowest slot-count MAE: {best[1]}"
-            + (f" at τ = {best[2]:g}" if best[2] is not None else "")
-            + f" ({best[0]:.3f}"
-            + (f"; always answering the median count scores {const:.3f})" if const else ")")
-            + "."
+            f"{label}: slot-count MAE {v['mae_with_background']['mean']:.3f}{at}, "
+            f"{100 * v['decoder_flops_saved']['mean']:.1f} % of the decoder FLOPs saved, MSE "
+            f"{v['mse_change_pct']['mean']:+.1f} % against decoding every slot."
+        )
+    if not cands:
+        return out
+    label, tau, v = min(cands, key=lambda c: c[2]["mae_with_background"]["mean"])
+    at = "" if tau is None else f" at τ = {tau:g}"
+    text = f"Most accurate slot count: {label}{at} (MAE {v['mae_with_background']['mean']:.3f}"
+    if const is not None:
+        text += f"; always answering the median count scores {const:.3f}"
+    out.append(text + ").")
+    free = [c for c in cands if c[2]["mse_change_pct"]["mean"] <= 1.0]
+    if free:
+        label, tau, v = max(free, key=lambda c: c[2]["decoder_flops_saved"]["mean"])
+        at = "" if tau is None else f" at τ = {tau:g}"
+        out.append(
+            f"Most decoder FLOPs saved while MSE rises by at most 1 %: {label}{at} "
+            f"({100 * v['decoder_flops_saved']['mean']:.1f} %)."
         )
     return out
