@@ -202,8 +202,14 @@ class PosteriorStabilityStudy(Study):
         toy_cats = _pairs(toy, *_encode_toy_runs(ctx, toy), seed=0)
         summary: dict[str, Any] = {"sprites": {}, "toy2d": {}}
         rows = []
+
+        def rank(cat: str) -> tuple[int, str]:
+            order = ("across seeds", "across data sets", "floor: untrained", "floor: inputs")
+            return next(i for i, p in enumerate(order) if cat.startswith(p)), cat
+
         for where, found in (("sprites", cats), ("toy2d", toy_cats)):
-            for cat, pairs in found.items():
+            for cat in sorted(found, key=rank):
+                pairs = found[cat]
                 stats = {
                     "bhattacharyya": mean_std(p["bhattacharyya"] for p in pairs),
                     "mean_error": mean_std(p["mean_error"] for p in pairs),
