@@ -51,7 +51,9 @@ def _figure(stats: dict[str, Any], path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(5.2, 3.8))
     for i, (label, (m, s)) in enumerate(zip(labels, pts, strict=True)):
         ax.scatter([m], [s], s=50, c="tab:red" if i in front else "tab:blue", edgecolors="k")
-        ax.annotate(label, (m, s), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        # alternate the labels above and below their points so that neighbours stay readable
+        ax.annotate(label, (m, s), fontsize=7, xytext=(5, 4 if i % 2 == 0 else -10),
+                    textcoords="offset points")  # fmt: skip
     order = sorted(front, key=lambda i: pts[i][0])
     ax.plot([pts[i][0] for i in order], [pts[i][1] for i in order], "r--", lw=0.8,
             label="Pareto front")  # fmt: skip
