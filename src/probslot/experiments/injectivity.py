@@ -81,7 +81,7 @@ class InjectivityStudy(SweepStudy, Study):
     def analyse(self, ctx: StudyContext) -> StudyOutput:
         stats = self.variant_stats(ctx)
         table = self.variant_table(
-            f"injectivity: PSA-Proj, {ctx.seeds} seeds per variant (mean ± std)", stats
+            f"injectivity: PSA-Proj, {ctx.seeds} seed(s) per variant (mean ± std)", stats
         )
         ref = stats.get("LeakyReLU (reference)", {}).get("smcc_gt", {}).get("mean")
         reading = []
