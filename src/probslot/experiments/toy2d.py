@@ -117,7 +117,7 @@ def train_toy(settings: Mapping[str, Any], seed: int) -> tuple[Toy2DModel, list[
         loss = (recon - points[idx]).square().mean()
         if not torch.isfinite(loss):
             raise FloatingPointError(
-                f"the toy2d run of seed {seed} diverged at step {step} (loss {float(loss)}); "
+                f"the toy2d run of seed {seed} diverged at step {step} (loss {float(loss.detach())}); "
                 f"lower toy2d.lr (now {settings['lr']})"
             )
         opt.zero_grad(set_to_none=True)
