@@ -25,6 +25,9 @@ from probslot.experiments.study import StudyContext
 __all__ = [
     "COLLAPSED_FG_ARI",
     "SPRITES_CPU",
+    "SPRITES_GPU",
+    "SPRITES_TINY",
+    "TINY_EVALUATE",
     "collapsed_runs",
     "cross_seed",
     "eval_figures",
@@ -95,6 +98,22 @@ SPRITES_TINY: dict[str, Any] = {
     },
     "trainer": {"max_steps": 4, "val_every": 2, "val_batches": 1, "log_every": 1},
 }
+
+#: the GPU scale of every sprites study, merged over `SPRITES_CPU`: 30,000 steps at batch 64 in
+#: bf16 on one accelerator, with the learning rate, warm-up and clip of the full-length configs
+SPRITES_GPU: dict[str, Any] = {
+    "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
+    "trainer": {
+        "max_steps": 30000,
+        "val_every": 2000,
+        "accelerator": "gpu",
+        "precision": "bf16-mixed",
+        "num_threads": None,
+    },
+    "optim": {"lr": 0.0004, "warmup_steps": 1000, "grad_clip": 100.0},
+}
+#: the evaluation options of every tiny scale (fewer Jacobians and panels)
+TINY_EVALUATE: dict[str, Any] = {"contrast_images": 2, "num_panels": 2}
 
 #: PSA settings the CPU-scale sprites runs need (docs/training.md, "What made the demo work"):
 #: a tempered E-step and EM on per-image standardised tokens
@@ -272,11 +291,6 @@ def scatter_figure(
                 ha="center", va="center", transform=ax.transAxes, fontsize=8)  # fmt: skip
     fig.tight_layout()
     return save_figure(fig, path)
-
-
-def stats_row(label: str, stats: Mapping[str, Any], keys: Sequence[str], digits: int = 3) -> tuple:
-    """A table row: `label`, then ``mean ± std`` of each key of `stats`."""
-    return (label, *(cell(stats.get(k), digits) for k in keys))
 
 
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, Any]]:

@@ -25,7 +25,9 @@ from probslot.experiments.images import (
     NOA_DECODER,
     PSA_KWARGS,
     SPRITES_CPU,
+    SPRITES_GPU,
     SPRITES_TINY,
+    TINY_EVALUATE,
     SweepStudy,
     bar_figure,
     merge,
@@ -66,13 +68,10 @@ class InjectivityStudy(SweepStudy, Study):
         "cpu": Scale("cpu", 2, "6 variants × 2 seeds × 2,000 steps: about 35 minutes on 2 cores",
                      {"config": merge(SPRITES_CPU, _PSA_PROJ)}),
         "gpu": Scale("gpu", 3, "6 variants × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ, {
-                         "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
-                         "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
-                                     "precision": "bf16-mixed", "num_threads": None}})}),
+                     {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_GPU)}),
         "tiny": Scale("tiny", 1, "smoke test: 2 of the variants (all are built), 4 steps per run",
                       {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
-                       "variants": ["LeakyReLU (reference)", "transformer decoder"], "evaluate": {"contrast_images": 2, "num_panels": 2}}),
+                       "variants": ["LeakyReLU (reference)", "transformer decoder"], "evaluate": TINY_EVALUATE}),
     }  # fmt: skip
 
     def variants(self, scale: Scale) -> dict[str, dict[str, Any]]:

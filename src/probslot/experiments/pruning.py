@@ -27,7 +27,9 @@ from probslot.experiments.analysis import cell, mean_std
 from probslot.experiments.images import (
     PSA_KWARGS,
     SPRITES_CPU,
+    SPRITES_GPU,
     SPRITES_TINY,
+    TINY_EVALUATE,
     eval_figures,
     merge,
     split_overrides,
@@ -94,12 +96,9 @@ class PruningStudy(Study):
         "cpu": Scale("cpu", 2, "2 models × 2 seeds × 2,000 steps, two runs at a time: about 20 "
                      "minutes on 2 cores", {"config": merge(SPRITES_CPU, _DATA, _PSA)}),
         "gpu": Scale("gpu", 3, "2 models × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _DATA, _PSA, {
-                         "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
-                         "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
-                                     "precision": "bf16-mixed", "num_threads": None}})}),
+                     {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_GPU)}),
         "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_TINY), "evaluate": {"contrast_images": 2, "num_panels": 2}}),
+                      {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_TINY), "evaluate": TINY_EVALUATE}),
     }  # fmt: skip
 
     def plan(self, scale: Scale, seeds: int, overrides: Sequence[str] = ()) -> list[RunSpec]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from probslot.experiments.images import merge
+from probslot.experiments.images import TINY_EVALUATE, merge
 from probslot.experiments.spec import RunSpec
 from probslot.experiments.sprites import SpritesStudy
 from probslot.experiments.study import Scale, StudyContext, StudyOutput, register_study
@@ -96,7 +96,7 @@ def _scales(tiny_models: list[str]) -> dict[str, Scale]:
                      "(see docs/results.md for the time)", {"changes": _GPU}, min_seeds=2),
         "tiny": Scale("tiny", 2, "smoke test on a fixture store: 4 steps per run",
                       {"changes": _TINY, "models": tiny_models,
-                       "evaluate": {"contrast_images": 2, "num_panels": 2}}, min_seeds=2),
+                       "evaluate": TINY_EVALUATE}, min_seeds=2),
     }  # fmt: skip
 
 

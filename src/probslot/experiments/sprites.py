@@ -28,7 +28,9 @@ from probslot.experiments.images import (
     NOA_DECODER,
     PSA_KWARGS,
     SPRITES_CPU,
+    SPRITES_GPU,
     SPRITES_TINY,
+    TINY_EVALUATE,
     cross_seed,
     eval_figures,
     merge,
@@ -96,32 +98,17 @@ class SpritesStudy(Study):
             "gpu",
             5,
             "6 models × 5 seeds × 30,000 steps at batch 64 on one GPU",
-            {
-                "config": merge(
-                    SPRITES_CPU,
-                    {
-                        "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
-                        "trainer": {
-                            "max_steps": 30000,
-                            "val_every": 2000,
-                            "accelerator": "gpu",
-                            "precision": "bf16-mixed",
-                            "num_threads": None,
-                        },
-                        "optim": {"lr": 0.0004, "warmup_steps": 1000, "grad_clip": 100.0},
-                    },
-                )
-            },
+            {"config": merge(SPRITES_CPU, SPRITES_GPU)},
             min_seeds=2,
         ),  # fmt: skip
         "tiny": Scale(
             "tiny",
             2,
-            "smoke test: 3 of the models, 4 steps per run",
+            "smoke test: 2 of the models, 4 steps per run",
             {
                 "config": merge(SPRITES_CPU, SPRITES_TINY),
                 "models": ["AE", "PSA-Proj"],
-                "evaluate": {"contrast_images": 2, "num_panels": 2},
+                "evaluate": TINY_EVALUATE,
             },
             min_seeds=2,
         ),  # fmt: skip

@@ -35,7 +35,9 @@ from probslot.experiments.analysis import cell, mean_std
 from probslot.experiments.images import (
     PSA_KWARGS,
     SPRITES_CPU,
+    SPRITES_GPU,
     SPRITES_TINY,
+    TINY_EVALUATE,
     bar_figure,
     merge,
     split_overrides,
@@ -164,15 +166,12 @@ class PosteriorStabilityStudy(Study):
                      {"config": merge(SPRITES_CPU, _PSA_PROJ), "toy": Toy2DStudy.scales["cpu"].settings,
                       "toy_seeds": 3}, min_seeds=2),
         "gpu": Scale("gpu", 3, "3 data sets × 3 seeds × 30,000 steps on one GPU + 5 toy runs",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ, {
-                         "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
-                         "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
-                                     "precision": "bf16-mixed", "num_threads": None}}),
+                     {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_GPU),
                       "toy": Toy2DStudy.scales["cpu"].settings, "toy_seeds": 5}, min_seeds=2),
         "tiny": Scale("tiny", 2, "smoke test: 4 steps per run",
                       {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY),
                        "toy": Toy2DStudy.scales["tiny"].settings, "toy_seeds": 2,
-                       "datasets": ["reference", "grey background"], "evaluate": {"contrast_images": 2, "num_panels": 2}}, min_seeds=2),
+                       "datasets": ["reference", "grey background"], "evaluate": TINY_EVALUATE}, min_seeds=2),
     }  # fmt: skip
 
     def plan(self, scale: Scale, seeds: int, overrides: Sequence[str] = ()) -> list[RunSpec]:

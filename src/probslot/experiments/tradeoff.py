@@ -15,7 +15,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from probslot.experiments.images import PSA_KWARGS, SPRITES_CPU, SPRITES_TINY, SweepStudy, merge
+from probslot.experiments.images import (
+    PSA_KWARGS,
+    SPRITES_CPU,
+    SPRITES_GPU,
+    SPRITES_TINY,
+    TINY_EVALUATE,
+    SweepStudy,
+    merge,
+)
 from probslot.experiments.study import Scale, Study, StudyContext, StudyOutput, register_study
 
 __all__ = ["TradeoffStudy", "pareto_front"]
@@ -77,14 +85,11 @@ class TradeoffStudy(SweepStudy, Study):
         "cpu": Scale("cpu", 1, "7 settings × 1 seed × 2,000 steps: about 20 minutes on 2 cores",
                      {"config": merge(SPRITES_CPU, _PSA_PROJ)}),
         "gpu": Scale("gpu", 3, "7 settings × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ, {
-                         "data": {"num_train": 100000, "num_test": 1024, "batch_size": 64},
-                         "trainer": {"max_steps": 30000, "val_every": 2000, "accelerator": "gpu",
-                                     "precision": "bf16-mixed", "num_threads": None}})}),
+                     {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_GPU)}),
         "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
                       {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
                        "variants": ["reference (d=8, T=5, K=4, mle)", "slot size 4", "1 EM iteration"],
-                       "evaluate": {"contrast_images": 2, "num_panels": 2}}),
+                       "evaluate": TINY_EVALUATE}),
     }  # fmt: skip
     columns = (
         ("smcc_gt", "SMCC vs GT"),

@@ -32,14 +32,13 @@ __all__ = ["execute", "headline_of", "main", "run_recorded"]
 
 
 def headline_of(ev: dict[str, Any]) -> dict[str, float | None]:
-    """The figures a progress line and a table start from, from an ``eval.json``."""
-    seg = ev.get("segmentation", {})
-    out: dict[str, float | None] = {
-        "fg_ari": seg.get("decoder", seg.get("attention", {})).get("fg_ari"),
-        "mse": ev.get("reconstruction", {}).get("mse"),
-    }
-    if "identifiability_gt" in ev:
-        out["smcc_gt"] = ev["identifiability_gt"]["smcc"]
+    """The figures a progress line starts from, from an ``eval.json``."""
+    from probslot.experiments.images import eval_figures
+
+    figures = eval_figures({"eval": ev})
+    out = {key: figures[key] for key in ("fg_ari", "mse")}
+    if figures["smcc_gt"] is not None:
+        out["smcc_gt"] = figures["smcc_gt"]
     return out
 
 
