@@ -55,6 +55,7 @@ LAYERS: tuple[Layer, ...] = (
             "probslot.relevance",
             "probslot.typing",
             "probslot.layers",
+            "probslot.clock",
         ),
     ),
     Layer("model parts", ("probslot.nn", "probslot.encoders", "probslot.decoders"), True),

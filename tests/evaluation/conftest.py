@@ -3,7 +3,8 @@
 `make_run` writes what `probslot train` leaves behind (config.yaml, model.safetensors,
 metrics.json, logs/csv/metrics.csv) for a tiny PSA model with its initial weights, so evaluation,
 comparison and reports can be tested in about a second. The end-to-end tests that train with the
-real training API are marked ``slow``.
+real training API are marked ``slow``. `evaluated` and `compared` are one full evaluation and one
+comparison of such runs, shared by the tests of their figures and of their typed results.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 import torch
 
+from probslot.evaluation import Comparison, EvalResult
 from tiny_runs import deep_merge as _merge  # noqa: E402
 from tiny_runs import tiny_config  # noqa: E402
 
@@ -73,6 +75,51 @@ def run_factory(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="session")
 def psa_run(run_factory) -> Path:
     return run_factory("psa0", seed=0)
+
+
+class MeanColour:
+    """A tiny self-contained feature extractor for FID/KID: per-channel means and stds (6-d)."""
+
+    num_features = 6
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.cat([images.mean((2, 3)), images.std((2, 3))], 1).double()
+
+
+@pytest.fixture(scope="session")
+def evaluated(psa_run: Path) -> EvalResult:
+    """`evaluate_run` of `psa_run` with every section: an aggregate posterior (fitted on the
+    train split) for samples, `MeanColour` for FID/KID."""
+    from probslot.config import load_config
+    from probslot.evaluation import EvalConfig, evaluate_run
+    from probslot.io import load_model
+    from probslot.posterior import AggregatePosterior
+    from probslot.runs import load_split
+
+    train = load_split(load_config(psa_run / "config.yaml"), "train")
+    images = torch.stack([train[i]["image"] for i in range(len(train))])
+    q = AggregatePosterior.fit(load_model(psa_run), [images], progress=False)
+    q.save(psa_run / "posterior.safetensors")
+    cfg = EvalConfig(progress=False, contrast_images=2, num_panels=3, posterior_samples=10)
+    return evaluate_run(psa_run, cfg, extractor=MeanColour())
+
+
+@pytest.fixture(scope="session")
+def three_runs(run_factory) -> list[Path]:
+    a = run_factory("cmp_s0", seed=0)
+    b = run_factory("cmp_s1", seed=1)
+    # same weights as run a under another seed/name: its slots equal run a's exactly
+    c = run_factory("cmp_s2", seed=2, weights_from=a)
+    return [a, b, c]
+
+
+@pytest.fixture(scope="session")
+def compared(three_runs: list[Path], tmp_path_factory) -> tuple[Comparison, Path]:
+    """`compare_runs` of `three_runs` (PSA: with posterior agreement) and its output folder."""
+    from probslot.evaluation import CompareConfig, compare_runs
+
+    out = tmp_path_factory.mktemp("compare")
+    return compare_runs(three_runs, out, CompareConfig(progress=False, posterior_samples=200)), out
 
 
 def read_json(path: Path) -> dict[str, Any]:

@@ -10,28 +10,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from probslot.evaluation import CompareConfig, compare_runs, config_differences
+from probslot.evaluation import (
+    CompareConfig,
+    Comparison,
+    PairStats,
+    compare_runs,
+    config_differences,
+)
 from probslot.evaluation.compare import posterior_agreement
 
 FAST = CompareConfig(progress=False, posterior_samples=200)
 
 
-@pytest.fixture(scope="module")
-def three_runs(run_factory) -> list[Path]:
-    a = run_factory("cmp_s0", seed=0)
-    b = run_factory("cmp_s1", seed=1)
-    # same weights as run a under another seed/name: its slots equal run a's exactly
-    c = run_factory("cmp_s2", seed=2, weights_from=a)
-    return [a, b, c]
-
-
-@pytest.fixture(scope="module")
-def compared(three_runs: list[Path], tmp_path_factory) -> tuple[dict, Path]:
-    out = tmp_path_factory.mktemp("compare")
-    return compare_runs(three_runs, out, FAST), out
-
-
-def test_matrices_are_symmetric_with_unit_diagonal(compared) -> None:
+def test_matrices_are_symmetric_with_unit_diagonal(compared: tuple[Comparison, Path]) -> None:
     res, out = compared
     on_disk = json.loads((out / "compare.json").read_text())
     assert (out / "compare.png").is_file()
@@ -51,14 +42,18 @@ def test_matrices_are_symmetric_with_unit_diagonal(compared) -> None:
 
 def test_summary_is_over_all_pairs(compared) -> None:
     res, _ = compared
-    smcc = res["matrices"]["smcc"]
+    smcc = res.matrices["smcc"]
     pairs = [smcc[0][1], smcc[0][2], smcc[1][2]]
-    summary = res["summary"]["smcc"]
-    assert summary["n"] == 3
-    assert summary["mean"] == pytest.approx(sum(pairs) / 3)
-    assert summary["std"] == pytest.approx(float(torch.tensor(pairs).std()))
-    assert res["consecutive"]["smcc"]["n"] == 2  # the authors' protocol, for reference
-    assert res["directed"]["smcc"][0][1] is not None
+    assert [v for _, _, v in res.pair_values("smcc")] == pairs
+    assert [(a, b) for a, b, _ in res.pair_values("smcc")] == [
+        ("cmp_s0", "cmp_s1"), ("cmp_s0", "cmp_s2"), ("cmp_s1", "cmp_s2")
+    ]  # fmt: skip
+    summary = res.summary["smcc"]
+    assert summary.n == 3
+    assert summary.mean == pytest.approx(sum(pairs) / 3)
+    assert summary.std == pytest.approx(float(torch.tensor(pairs).std()))
+    assert res.consecutive["smcc"].n == 2  # the authors' protocol, for reference
+    assert res.directed["smcc"][0][1] is not None
 
 
 def test_posterior_agreement_is_exact_under_affine_map_and_permutation() -> None:
@@ -206,15 +201,20 @@ def test_near_singular_map_makes_kl_degenerate_but_not_the_robust_figure() -> No
     assert "infinite (singular map)" in lines[1]
 
 
-def test_summary_lines_of_one_pair_have_no_spread() -> None:
-    from probslot.evaluation.compare import summary_lines
+def test_summary_lines_of_one_pair_have_no_spread(compared) -> None:
+    from dataclasses import replace
 
-    one = {"summary": {"smcc": {"mean": 0.8123, "std": None, "n": 1}}, "warnings": ["w"]}
-    assert summary_lines(one) == ["smcc: 0.8123 (one pair)", "warning: w"]
-    three = {"summary": {"smcc": {"mean": 0.8, "std": 0.01, "n": 3}, "r2": {"mean": None}}}
-    assert summary_lines(three) == ["smcc: 0.8000 ± 0.0100 over 3 pairs"]
-    huge = {"summary": {"posterior_kl": {"mean": 1.4e14, "std": None, "n": 1}}}
-    assert summary_lines(huge) == ["posterior_kl: 1.4e+14 (one pair)"]
+    res, _ = compared
+    one = replace(res, summary={"smcc": PairStats(0.8123, None, 1)}, warnings=("w",))
+    assert one.summary_lines() == ["smcc: 0.8123 (one pair)", "warning: w"]
+    three = replace(
+        res,
+        summary={"smcc": PairStats(0.8, 0.01, 3), "r2": PairStats(None, None, 0)},
+        warnings=(),
+    )
+    assert three.summary_lines() == ["smcc: 0.8000 ± 0.0100 over 3 pairs"]
+    huge = replace(res, summary={"posterior_kl": PairStats(1.4e14, None, 1)}, warnings=())
+    assert huge.summary_lines() == ["posterior_kl: 1.4e+14 (one pair)"]
 
 
 def test_compare_two_runs_reports_values_without_plus_minus(three_runs, tmp_path, capsys) -> None:
@@ -236,10 +236,10 @@ def test_robust_matrix_and_warnings_in_compare_json(compared) -> None:
     from probslot.evaluation.compare import KL_DEGENERATE
 
     res, _ = compared
-    bh = res["matrices"]["posterior_bhattacharyya"]
+    bh = res.matrices["posterior_bhattacharyya"]
     assert [bh[i][i] for i in range(3)] == pytest.approx([0.0] * 3, abs=1e-7)
     assert bh[0][2] == pytest.approx(0.0, abs=1e-7)  # run 2 has run 0's weights
-    dims = res["directed"]["posterior_resolved_dims"]
+    dims = res.directed["posterior_resolved_dims"]
     assert dims[0][2] == dims[2][0] > 0
     # untrained runs of different seeds: no direction where one's means predict the other's
     # (None, "no agreement"), or a finite, non-negative distance
@@ -247,11 +247,11 @@ def test_robust_matrix_and_warnings_in_compare_json(compared) -> None:
         for j in range(3):
             assert bh[i][j] == bh[j][i]
             assert (bh[i][j] is None and dims[i][j] == 0) or 0 <= bh[i][j] < math.inf
-    kl = res["directed"]["posterior_kl"]
+    kl = res.directed["posterior_kl"]
     degenerate = [
         (i, j)
         for i in range(3)
         for j in range(3)
         if i != j and (kl[i][j] is None or kl[i][j] > KL_DEGENERATE)
     ]
-    assert len(res["warnings"]) == len(degenerate)
+    assert len(res.warnings) == len(degenerate)

@@ -11,40 +11,15 @@ import pytest
 import torch
 from sklearn.metrics import adjusted_rand_score
 
-from probslot.evaluation import EvalConfig, evaluate_run, match_objects_to_slots
+from probslot.evaluation import EvalConfig, EvalResult, evaluate_run, match_objects_to_slots
 from probslot.evaluation.evaluate import load_split, min_images_for_identifiability
 
 FAST = dict(progress=False, contrast_images=2, num_panels=3, posterior_samples=10)
 
 
-class MeanColour:
-    """A tiny self-contained feature extractor for FID/KID: per-channel means and stds (6-d)."""
-
-    num_features = 6
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.cat([images.mean((2, 3)), images.std((2, 3))], 1).double()
-
-
-@pytest.fixture(scope="module")
-def evaluated(psa_run: Path) -> dict:
-    from probslot.io import load_model
-    from probslot.posterior import AggregatePosterior
-
-    model = load_model(psa_run)
-    from probslot.config import load_config
-
-    cfg = load_config(psa_run / "config.yaml")
-    train = load_split(cfg, "train")
-    images = torch.stack([train[i]["image"] for i in range(len(train))])
-    q = AggregatePosterior.fit(model, [images], progress=False)
-    q.save(psa_run / "posterior.safetensors")
-    return evaluate_run(psa_run, EvalConfig(**FAST), extractor=MeanColour())
-
-
-def test_eval_json_has_every_metric_in_range(psa_run: Path, evaluated: dict) -> None:
+def test_eval_json_has_every_metric_in_range(psa_run: Path, evaluated: EvalResult) -> None:
     on_disk = json.loads((psa_run / "eval.json").read_text())
-    assert on_disk["num_images"] == evaluated["num_images"] == 23
+    assert on_disk["num_images"] == evaluated.num_images == 23
     assert set(on_disk["segmentation"]) == {"decoder", "attention"}  # both sources, labelled
     for vals in on_disk["segmentation"].values():
         assert -1.0 <= vals["ari"] <= 1.0 and -1.0 <= vals["fg_ari"] <= 1.0
@@ -68,7 +43,7 @@ def test_eval_json_has_every_metric_in_range(psa_run: Path, evaluated: dict) -> 
     assert {"reconstructions", "slots", "samples", "pi"} <= set(on_disk["figures"])
 
 
-def test_segmentation_and_mse_equal_dense_oracles(psa_run: Path, evaluated: dict) -> None:
+def test_segmentation_and_mse_equal_dense_oracles(psa_run: Path, evaluated: EvalResult) -> None:
     from probslot.config import load_config
     from probslot.io import load_model
 
@@ -86,17 +61,15 @@ def test_segmentation_and_mse_equal_dense_oracles(psa_run: Path, evaluated: dict
             fg = t > 0
             if fg.any():
                 scores.append(adjusted_rand_score(t[fg].numpy(), p[fg].numpy()))
-        assert evaluated["segmentation"][source]["fg_ari"] == pytest.approx(
-            np.mean(scores), abs=1e-6
-        )
+        assert evaluated.segmentation[source].fg_ari == pytest.approx(np.mean(scores), abs=1e-6)
         full = [
             adjusted_rand_score(t.flatten().numpy(), p.flatten().numpy())
             for p, t in zip(pred, labels, strict=True)
         ]
-        assert evaluated["segmentation"][source]["ari"] == pytest.approx(np.mean(full), abs=1e-6)
+        assert evaluated.segmentation[source].ari == pytest.approx(np.mean(full), abs=1e-6)
     recon = out.recon.clamp(0, 1)
     mse = ((recon - images) ** 2).mean((1, 2, 3)).mean()
-    assert evaluated["reconstruction"]["mse"] == pytest.approx(float(mse), rel=1e-5)
+    assert evaluated.reconstruction.mse == pytest.approx(float(mse), rel=1e-5)
 
 
 def test_match_objects_to_slots_recovers_a_permutation() -> None:
@@ -134,9 +107,10 @@ def test_fewer_images_than_identifiability_needs_skips_it_with_a_note(run_factor
     """A small evaluation gives the metrics it can and says which it skipped."""
     run = run_factory("small_test", changes={"data": {"num_test": 3}})  # ≤ 6 objects
     result = evaluate_run(run, EvalConfig(progress=False, posterior_samples=0))
-    assert "identifiability_gt" not in result
-    assert result["segmentation"] and result["reconstruction"]["mse"] is not None
-    (note,) = [n for n in result["notes"] if n.startswith("identifiability vs ground truth")]
+    assert result.identifiability is None
+    assert "identifiability_gt" not in result.to_dict()  # absent from eval.json, not null
+    assert result.segmentation and result.reconstruction.mse is not None
+    (note,) = [n for n in result.notes if n.startswith("identifiability vs ground truth")]
     assert "needs at least 9 matched objects and 3 images gave" in note
     assert "--max_images, or the data override data.num_test=N" in note
 
@@ -164,10 +138,10 @@ def test_bad_options_are_errors() -> None:
 def test_sa_run_skips_posterior_metrics_with_notes(run_factory) -> None:
     run = run_factory("sa_noa", changes={"model": {"preset": "SA-NoA"}})
     res = evaluate_run(run, EvalConfig(**FAST))
-    assert res["grouping"] == "sa"
-    assert set(res["segmentation"]) == {"attention"}  # non-additive: no decoder alpha masks
-    assert "slot_counts" not in res and "generation" not in res
-    notes = " ".join(res["notes"])
+    assert res.grouping == "sa" and res.decoder_additive is False
+    assert set(res.segmentation) == {"attention"}  # non-additive: no decoder alpha masks
+    assert res.slot_counts is None and res.generation is None and res.posterior is None
+    notes = " ".join(res.notes)
     assert "decoder alpha masks: not computed" in notes and "FID/KID: skipped" in notes
 
 
@@ -202,9 +176,9 @@ def test_dataset_without_masks_skips_mask_metrics(run_factory, monkeypatch) -> N
     real = E.load_split
     monkeypatch.setattr(E, "load_split", lambda cfg, split: _DropKeys(real(cfg, split), ("mask",)))
     res = evaluate_run(run, EvalConfig(**FAST))
-    assert res["segmentation"] == {} and res["reconstruction"]["fg_mse"] is None
-    assert res["reconstruction"]["mse"] > 0 and "identifiability_gt" not in res
-    assert any("no ground-truth masks" in n for n in res["notes"])
+    assert res.segmentation == {} and res.reconstruction.fg_mse is None
+    assert res.reconstruction.mse > 0 and res.identifiability is None
+    assert any("no ground-truth masks" in n for n in res.notes)
 
 
 def test_non_image_dataset_is_a_clear_error(run_factory, monkeypatch) -> None:

@@ -59,15 +59,16 @@ def test_real_image_config_trains_and_evaluates(name, tmp_path):
     assert metrics["steps"] == 2 and math.isfinite(metrics["nll"]) and math.isfinite(metrics["mse"])
     assert (result.run_dir / "panels" / "step_0000002.png").is_file()
     found = evaluate_run(result.run_dir, EvalConfig(split="val", progress=False))
-    assert found["target"] == "features" and found["images"] == 2
-    for source in ("decoder", "attention"):
-        figures = found["segmentation"][source]
-        assert set(figures) == {"mbo_i", "mbo_c", "fg_ari", "corloc"}
-        assert 0.0 <= figures["mbo_i"] <= 1.0 and 0.0 <= figures["mbo_c"] <= 1.0
-    assert (
-        json.loads((result.run_dir / "eval.json").read_text())["segmentation"]
-        == found["segmentation"]
-    )
+    assert found.target == "features" and found.num_images == 2
+    assert found.segmentation == {} and found.reconstruction is None  # no pixel figures
+    objects = found.objects
+    assert set(objects.segmentation) == {"decoder", "attention"}
+    assert set(objects.scored_images) == {"mbo_i", "mbo_c", "fg_ari", "corloc"}
+    for figures in objects.segmentation.values():
+        assert 0.0 <= figures.mbo_i <= 1.0 and 0.0 <= figures.mbo_c <= 1.0
+    on_disk = json.loads((result.run_dir / "eval.json").read_text())
+    assert on_disk == found.to_dict() and on_disk["target"] == "features"
+    assert set(on_disk["segmentation"]["decoder"]) == {"mbo_i", "mbo_c", "fg_ari", "corloc"}
 
 
 @pytest.mark.slow

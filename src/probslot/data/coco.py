@@ -21,16 +21,14 @@ from __future__ import annotations
 
 import json
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from probslot.data.contract import register_dataset
-from probslot.data.voc import _read_rgb, object_item, resize_and_crop
-from probslot.validation import check_bool, check_choice, check_int
+from probslot.data.voc import ObjectImageDataset, _read_rgb, object_item, resize_and_crop
+from probslot.validation import check_bool, check_int
 
 __all__ = ["COCODataset", "decode_segmentation"]
 
@@ -56,7 +54,7 @@ def decode_segmentation(segmentation: Any, h: int, w: int) -> np.ndarray:
 
 
 @register_dataset("coco")
-class COCODataset(Dataset):
+class COCODataset(ObjectImageDataset):
     """COCO 2017 images with instance and class masks and the protocol's ignore regions.
 
     Args:
@@ -70,9 +68,6 @@ class COCODataset(Dataset):
         skip_empty: leave out images without a non-crowd instance.
     """
 
-    latent_names = ("class",)
-    takes_split = True  # build_split passes train / val / test (see probslot.data.config)
-
     def __init__(
         self,
         num_samples: int = -1,
@@ -84,18 +79,11 @@ class COCODataset(Dataset):
         max_instances: int = 100,
         skip_empty: bool = False,
     ) -> None:
-        if root is None:
-            raise ValueError(
-                "the coco dataset needs root: the folder with annotations/ and train2017/, "
-                "val2017/ (data.root=DIR)"
-            )
-        self.root = Path(root).expanduser()
-        self.split = check_choice("split", split, ("train", "val", "test"))
-        self.image_size = check_int("image_size", image_size, low=1)
-        self.augment = check_bool("augment", augment)
-        self.deterministic = not self.augment
-        self.max_instances = check_int("max_instances", max_instances, low=1)
-        self.seed = int(seed)
+        super().__init__(
+            root, split, image_size, augment, max_instances, seed,
+            missing_root="the coco dataset needs root: the folder with annotations/ and "
+            "train2017/, val2017/ (data.root=DIR)",
+        )  # fmt: skip
         year = "train2017" if split == "train" else "val2017"
         ann_path = self.root / "annotations" / f"instances_{year}.json"
         if not ann_path.is_file():

@@ -157,8 +157,36 @@ def _list_hint(folder: Path) -> str:
     return f" (it has {', '.join(names)})" if names else ""
 
 
+class ObjectImageDataset(Dataset):
+    """What the real-image object datasets (VOC, COCO) share: their root folder, split, crop
+    and augmentation settings, each checked. Subclasses read their own files."""
+
+    latent_names = ("class",)
+    takes_split = True  # build_split passes train / val / test (see probslot.data.config)
+
+    def __init__(
+        self,
+        root: str | None,
+        split: str,
+        image_size: int,
+        augment: bool,
+        max_instances: int,
+        seed: int,
+        missing_root: str,
+    ) -> None:
+        if root is None:
+            raise ValueError(missing_root)
+        self.root = Path(root).expanduser()
+        self.split = check_choice("split", split, ("train", "val", "test"))
+        self.image_size = check_int("image_size", image_size, low=1)
+        self.augment = check_bool("augment", augment)
+        self.deterministic = not self.augment
+        self.max_instances = check_int("max_instances", max_instances, low=1)
+        self.seed = int(seed)
+
+
 @register_dataset("voc")
-class VOCDataset(Dataset):
+class VOCDataset(ObjectImageDataset):
     """Pascal VOC 2012 images with instance and class masks (see the module docstring).
 
     Args:
@@ -172,8 +200,6 @@ class VOCDataset(Dataset):
         max_instances: instance rows per item (instances beyond are ignored pixels).
     """
 
-    latent_names = ("class",)
-    takes_split = True  # build_split passes train / val / test (see probslot.data.config)
     classes = VOC_CLASSES
 
     def __init__(
@@ -188,18 +214,11 @@ class VOCDataset(Dataset):
         augment: bool = False,
         max_instances: int = 64,
     ) -> None:
-        if root is None:
-            raise ValueError(
-                "the voc dataset needs root: the VOC2012 folder of VOCtrainval_11-May-2012.tar "
-                "(data.root=VOCdevkit/VOC2012)"
-            )
-        self.root = Path(root).expanduser()
-        self.split = check_choice("split", split, ("train", "val", "test"))
-        self.image_size = check_int("image_size", image_size, low=1)
-        self.augment = check_bool("augment", augment)
-        self.deterministic = not self.augment
-        self.max_instances = check_int("max_instances", max_instances, low=1)
-        self.seed = int(seed)
+        super().__init__(
+            root, split, image_size, augment, max_instances, seed,
+            missing_root="the voc dataset needs root: the VOC2012 folder of "
+            "VOCtrainval_11-May-2012.tar (data.root=VOCdevkit/VOC2012)",
+        )  # fmt: skip
         if not (self.root / "JPEGImages").is_dir():
             raise FileNotFoundError(
                 f"{str(self.root)!r} is not a VOC2012 folder (no JPEGImages/); pass the "

@@ -17,6 +17,7 @@ __all__ = [
     "check_keep",
     "check_odd",
     "check_slots",
+    "check_transformer",
     "gated_softmax",
     "num_upsamplings",
     "pack_kept",
@@ -31,6 +32,16 @@ def check_odd(value: object, name: str) -> int:
     if value % 2 == 0:
         raise ValueError(f"{name} must be odd so convolutions keep the grid size; got {value}")
     return value
+
+
+def check_transformer(dim: int, depth: int, heads: int, mlp_ratio: int) -> None:
+    """Validate a transformer stack's sizes: positive ints, and `dim` divisible by `heads`."""
+    for name, value in (("dim", dim), ("depth", depth), ("heads", heads), ("mlp_ratio", mlp_ratio)):
+        check_positive_int(name, value)
+    if dim % heads:
+        raise ValueError(
+            f"dim ({dim}) must be divisible by heads ({heads}); got remainder {dim % heads}"
+        )
 
 
 def check_slots(slots: Tensor, keep: Tensor | None, slot_dim: int) -> None:

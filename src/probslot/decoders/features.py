@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from probslot.decoders.common import check_slots, pack_kept, unpack_kept
+from probslot.decoders.common import check_slots, check_transformer, pack_kept, unpack_kept
 from probslot.layers import as_hw, as_int_tuple, make_activation
 from probslot.typing import FeatureDecoderOutput
 from probslot.validation import check_positive_int
@@ -152,17 +152,7 @@ class AutoregressiveFeatureDecoder(nn.Module):
         self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.grid = as_hw(grid, "grid")
         self.feature_dim = check_positive_int("feature_dim", feature_dim)
-        for name, value in (
-            ("dim", dim),
-            ("depth", depth),
-            ("heads", heads),
-            ("mlp_ratio", mlp_ratio),
-        ):
-            check_positive_int(name, value)
-        if dim % heads:
-            raise ValueError(
-                f"dim ({dim}) must be divisible by heads ({heads}); got remainder {dim % heads}"
-            )
+        check_transformer(dim, depth, heads, mlp_ratio)
         self.num_tokens = n = self.grid[0] * self.grid[1]
         self.bos = nn.Parameter(0.02 * torch.randn(feature_dim))
         self.input_proj = nn.Sequential(nn.LayerNorm(feature_dim), nn.Linear(feature_dim, dim))

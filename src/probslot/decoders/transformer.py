@@ -8,7 +8,7 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from probslot.decoders.common import check_slots
+from probslot.decoders.common import check_slots, check_transformer
 from probslot.layers import as_hw
 from probslot.typing import DecoderOutput
 from probslot.validation import check_positive_int
@@ -42,22 +42,12 @@ class TransformerDecoder(nn.Module):
         self.slot_dim = check_positive_int("slot_dim", slot_dim)
         self.image_size = as_hw(image_size, "image_size")
         self.patch_size = check_positive_int("patch_size", patch_size)
-        for name, value in (
-            ("dim", dim),
-            ("depth", depth),
-            ("heads", heads),
-            ("mlp_ratio", mlp_ratio),
-        ):
-            check_positive_int(name, value)
+        check_transformer(dim, depth, heads, mlp_ratio)
         h, w = self.image_size
         if h % patch_size or w % patch_size:
             raise ValueError(
                 f"image_size {self.image_size} must be divisible by patch_size {patch_size}; "
                 "pick a patch size that divides both sides"
-            )
-        if dim % heads:
-            raise ValueError(
-                f"dim ({dim}) must be divisible by heads ({heads}); got remainder {dim % heads}"
             )
         self.grid = (h // patch_size, w // patch_size)
         self.queries = nn.Parameter(0.02 * torch.randn(self.grid[0] * self.grid[1], dim))

@@ -1,5 +1,6 @@
-"""Evaluation of trained runs: `evaluate_run` (one run → eval.json) and `compare_runs` (runs of
-one configuration trained with different seeds → compare.json). See ``docs/evaluation.md``."""
+"""Evaluation of trained runs: `evaluate_run` (one run → `EvalResult`, eval.json) and
+`compare_runs` (runs of one configuration trained with different seeds → `Comparison`,
+compare.json). See ``docs/evaluation.md``."""
 
 from probslot.evaluation.compare import (
     COMPARE_FILE,
@@ -16,13 +17,45 @@ from probslot.evaluation.evaluate import (
     match_objects_to_slots,
     min_images_for_identifiability,
 )
+from probslot.evaluation.results import (
+    Comparison,
+    CompositionalContrast,
+    DrawSpread,
+    DrawStats,
+    EvalResult,
+    Generation,
+    Identifiability,
+    MaskScores,
+    ObjectDiscovery,
+    ObjectScores,
+    PairStats,
+    PosteriorSamples,
+    Reconstruction,
+    SlotCounts,
+    ThresholdCounts,
+)
 
 __all__ = [
     "COMPARE_FILE",
     "EVAL_FILE",
     "POSTERIOR_FILE",
     "CompareConfig",
+    "Comparison",
+    "CompositionalContrast",
+    "DrawSpread",
+    "DrawStats",
     "EvalConfig",
+    "EvalResult",
+    "Generation",
+    "Identifiability",
+    "MaskScores",
+    "ObjectDiscovery",
+    "ObjectScores",
+    "PairStats",
+    "PosteriorSamples",
+    "Reconstruction",
+    "SlotCounts",
+    "ThresholdCounts",
     "compare_runs",
     "config_differences",
     "encode_split",

@@ -41,7 +41,7 @@ def evaluate(
         overrides: data overrides such as data.num_test=1024 or
             data.dataset_kwargs.min_distance=0 (also as bare arguments; `probslot.runs`).
     """
-    from probslot.evaluation.evaluate import EVAL_FILE, EvalConfig, evaluate_run, summary_lines
+    from probslot.evaluation.evaluate import EVAL_FILE, EvalConfig, evaluate_run
 
     cfg = EvalConfig(
         split=split,
@@ -55,14 +55,15 @@ def evaluate(
         draws=draws,
         data_overrides=tuple(overrides or ()),
     )
-    result = evaluate_run(run_dir, cfg)
-    for line in summary_lines(result):
+    result = evaluate_run(run_dir, cfg)  # writes RUN/eval.json: result.save
+    for line in result.summary_lines():
         print(line)
-    for note in result["notes"]:
+    for note in result.notes:
         print(f"note: {note}")
     out = Path(run_dir) / EVAL_FILE
     print(f"metrics written to {out}")
-    print(f"panels written to  {Path(run_dir) / 'eval'}/")
+    if result.figures:  # a feature model writes no panels
+        print(f"panels written to  {Path(run_dir) / 'eval'}/")
     return out
 
 
@@ -89,12 +90,7 @@ def compare(
         overrides: data overrides such as data.num_test=1024 (also as bare arguments;
             `probslot.runs`).
     """
-    from probslot.evaluation.compare import (
-        COMPARE_FILE,
-        CompareConfig,
-        compare_runs,
-        summary_lines,
-    )
+    from probslot.evaluation.compare import COMPARE_FILE, CompareConfig, compare_runs
 
     cfg = CompareConfig(
         split=split,
@@ -103,11 +99,11 @@ def compare(
         progress=progress,
         data_overrides=tuple(overrides or ()),
     )
-    result = compare_runs(run_dirs, out, cfg)
-    for line in summary_lines(result):  # one pair: its value, no ±; degenerate KLs: warnings
+    result = compare_runs(run_dirs, out, cfg)  # writes OUT/compare.json: result.save
+    for line in result.summary_lines():  # one pair: its value, no ±; degenerate KLs: warnings
         print(line)
     path = Path(out) / COMPARE_FILE
-    print(f"comparison written to {path} and {Path(out) / result['figure']}")
+    print(f"comparison written to {path} and {Path(out) / result.figure}")
     return path
 
 

@@ -58,7 +58,8 @@ equal mixtures), on r of the d directions: read it with r and the mean error.
 A mixture KL above `KL_DEGENERATE` nats per dimension (or an infinite one) is **degenerate**: q_i
 puts essentially no mass where q̃_j has any, so its size measures how singular the fitted map is
 and how sharp the components are, not how far apart the posteriors are. Each such ordered pair
-gets a line in ``compare.json["warnings"]`` (printed by ``probslot compare``, shown in the report)
+gets a line in `Comparison.warnings` (``compare.json["warnings"]``, printed by ``probslot compare``,
+shown in the report)
 naming the pair, its KL, W's condition number and the pair's ``posterior_bhattacharyya``. The
 summary over pairs of a single pair is its value (``std`` None): there is no spread to report.
 """
@@ -69,7 +70,6 @@ import itertools
 import math
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,8 +77,9 @@ import torch
 from torch import Tensor
 
 from probslot import metrics as M
-from probslot.io import RunPaths, load_model, load_run_config, write_metrics
-from probslot.validation import check_choice, check_int, check_positive_int
+from probslot.evaluation.options import CompareConfig
+from probslot.evaluation.results import Comparison, PairStats
+from probslot.io import RunPaths, load_model, load_run_config
 
 __all__ = [
     "COMPARE_FILE",
@@ -87,10 +88,10 @@ __all__ = [
     "MIN_R2",
     "SPAN_TOL",
     "CompareConfig",
+    "Comparison",
     "compare_runs",
     "config_differences",
     "posterior_agreement",
-    "summary_lines",
 ]
 
 COMPARE_FILE = "compare.json"
@@ -98,38 +99,6 @@ COMPARE_FILE = "compare.json"
 KL_DEGENERATE = 10.0
 #: config keys that may differ between runs of one configuration
 IGNORED_KEYS = frozenset({"trainer.seed", "data.seed", "trainer.run_name", "trainer.output_dir"})
-
-
-@dataclass(frozen=True)
-class CompareConfig:
-    """Options of `compare_runs`.
-
-    Attributes:
-        split: data split encoded by every run (the first run's data config).
-        max_images: use the first ``max_images`` images (None: the whole split).
-        batch_size: images per forward pass.
-        posterior_samples: Monte Carlo draws for the posterior KL.
-        seed: seed of the identifiability split and of the posterior draws.
-        progress: show a progress bar.
-        data_overrides: dotted ``data.*`` settings applied to the first run's data config
-            (`probslot.runs`).
-    """
-
-    split: str = "test"
-    max_images: int | None = None
-    batch_size: int = 64
-    posterior_samples: int = 2000
-    seed: int = 0
-    progress: bool = True
-    data_overrides: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_choice("split", self.split, ("train", "val", "test"))
-        for name in ("batch_size", "posterior_samples"):
-            check_positive_int(name, getattr(self, name))
-        if self.max_images is not None:
-            check_positive_int("max_images", self.max_images)
-        check_int("seed", self.seed, low=0)
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -306,16 +275,17 @@ def posterior_agreement(
     }
 
 
-def _mean_std(values: Sequence[float]) -> dict[str, float | None]:
+def _mean_std(values: Sequence[float | None]) -> PairStats:
+    """Mean ± std over the finite `values` (None and non-finite values are left out)."""
     vals = [v for v in values if v is not None and math.isfinite(v)]
     if not vals:
-        return {"mean": None, "std": None, "n": 0}
+        return PairStats(mean=None, std=None, n=0)
     t = torch.tensor(vals, dtype=torch.float64)
-    return {
-        "mean": float(t.mean()),
-        "std": float(t.std()) if len(vals) > 1 else None,  # one pair: no spread to report
-        "n": len(vals),
-    }
+    return PairStats(
+        mean=float(t.mean()),
+        std=float(t.std()) if len(vals) > 1 else None,  # one pair: no spread to report
+        n=len(vals),
+    )
 
 
 def _degenerate_kl_warnings(
@@ -353,26 +323,6 @@ def _degenerate_kl_warnings(
     return lines
 
 
-def _num(v: float) -> str:
-    return f"{v:.4f}" if abs(v) < 1e4 else f"{v:.3g}"
-
-
-def summary_lines(result: Mapping[str, Any]) -> list[str]:
-    """The lines `probslot compare` prints: each figure over the pairs ("0.8123 ± 0.0100 over 3
-    pairs", or just the value for one pair), then the warnings."""
-    lines = []
-    for key, stats in result.get("summary", {}).items():
-        if stats.get("mean") is None:
-            continue
-        if stats.get("n", 0) > 1 and stats.get("std") is not None:
-            value = f"{_num(stats['mean'])} ± {_num(stats['std'])} over {stats['n']} pairs"
-        else:
-            value = f"{_num(stats['mean'])} (one pair)"
-        lines.append(f"{key}: {value}")
-    lines += [f"warning: {w}" for w in result.get("warnings", [])]
-    return lines
-
-
 def _symmetrise(mat: list[list[float | None]]) -> list[list[float | None]]:
     r = len(mat)
     out: list[list[float | None]] = [[None] * r for _ in range(r)]
@@ -387,9 +337,10 @@ def compare_runs(
     run_dirs: Sequence[str | os.PathLike[str]],
     out_dir: str | os.PathLike[str],
     config: CompareConfig | None = None,
-) -> dict[str, Any]:
-    """Cross-seed comparison of ≥ 2 runs of one configuration; writes ``OUT/compare.json`` and
-    ``OUT/compare.png`` (heatmaps of the SMCC, R² and posterior-agreement matrices).
+) -> Comparison:
+    """Cross-seed comparison of ≥ 2 runs of one configuration; writes ``OUT/compare.json`` (the
+    returned `Comparison`'s `Comparison.to_dict`) and ``OUT/compare.png`` (heatmaps of the SMCC,
+    R² and posterior-agreement matrices).
 
     Raises:
         ValueError: fewer than 2 runs, a run given twice, runs whose configs differ in anything but
@@ -495,45 +446,30 @@ def compare_runs(
             bar(1)
     pairs = list(itertools.combinations(range(n), 2))
     sym = {"smcc": _symmetrise(smcc), "r2": _symmetrise(r2), "r2_krr": _symmetrise(r2_krr)}
-    result: dict[str, Any] = {
-        "runs": [str(r) for r in roots],
-        "names": names,
-        "split": cfg.split,
-        "num_images": m,
-        "num_slots": int(encoded[0].slots.shape[1]),
-        "slot_dim": int(encoded[0].slots.shape[2]),
-        "pairs": "all unordered pairs i < j (the authors' code: consecutive pairs only)",
-        "matrices": sym,
-        "directed": {"smcc": smcc, "r2": r2, "r2_krr": r2_krr, "smcc_chance": chance},
-        "summary": {key: _mean_std([mat[i][j] for i, j in pairs]) for key, mat in sym.items()},
-        "consecutive": {
-            key: _mean_std([mat[i][i + 1] for i in range(n - 1)]) for key, mat in sym.items()
-        },
-        "notes": [],
+    directed = {"smcc": smcc, "r2": r2, "r2_krr": r2_krr, "smcc_chance": chance}
+    consecutive = {
+        key: _mean_std([mat[i][i + 1] for i in range(n - 1)]) for key, mat in sym.items()
     }
-    result["warnings"] = []
+    notes, warnings = [], []
     if has_posterior:
-        result["matrices"]["posterior_kl"] = _symmetrise(kl)
-        result["matrices"]["posterior_bhattacharyya"] = _symmetrise(bhatt)
-        result["matrices"]["posterior_mean_error"] = _symmetrise(mean_err)
-        result["directed"]["posterior_kl"] = kl
-        result["directed"]["posterior_bhattacharyya"] = bhatt
-        result["directed"]["posterior_mean_error"] = mean_err
-        result["directed"]["posterior_map_condition"] = cond
-        result["directed"]["posterior_resolved_dims"] = dims
-        for key in ("posterior_kl", "posterior_bhattacharyya", "posterior_mean_error"):
-            mat = result["matrices"][key]
-            result["summary"][key] = _mean_std([mat[i][j] for i, j in pairs])
-        result["warnings"] = _degenerate_kl_warnings(kl, bhatt, cond, dims, names)
+        sym["posterior_kl"] = _symmetrise(kl)
+        sym["posterior_bhattacharyya"] = _symmetrise(bhatt)
+        sym["posterior_mean_error"] = _symmetrise(mean_err)
+        directed["posterior_kl"] = kl
+        directed["posterior_bhattacharyya"] = bhatt
+        directed["posterior_mean_error"] = mean_err
+        directed["posterior_map_condition"] = cond
+        directed["posterior_resolved_dims"] = dims
+        warnings = _degenerate_kl_warnings(kl, bhatt, cond, dims, names)
     else:
-        result["notes"].append(
+        notes.append(
             "aggregate-posterior agreement: not computed (slot attention runs have no posterior)"
         )
     from probslot.reports.figures import plot_heatmaps, save_figure
 
     out = Path(out_dir)
     # the heatmap shows the robust Bhattacharyya distance, not the mixture KL (`KL_DEGENERATE`)
-    shown = {k: v for k, v in result["matrices"].items() if k not in ("r2_krr", "posterior_kl")}
+    shown = {k: v for k, v in sym.items() if k not in ("r2_krr", "posterior_kl")}
     titles = {
         "smcc": "SMCC",
         "r2": "R² (affine)",
@@ -546,7 +482,21 @@ def compare_runs(
         ),
         out / "compare.png",
     )
-    result["figure"] = png.name
-    result["config"] = asdict(cfg)
-    write_metrics(out / COMPARE_FILE, result)
+    result = Comparison(
+        runs=tuple(str(r) for r in roots),
+        names=tuple(names),
+        split=cfg.split,
+        num_images=m,
+        num_slots=int(encoded[0].slots.shape[1]),
+        slot_dim=int(encoded[0].slots.shape[2]),
+        matrices={key: tuple(map(tuple, mat)) for key, mat in sym.items()},
+        directed={key: tuple(map(tuple, mat)) for key, mat in directed.items()},
+        summary={key: _mean_std([mat[i][j] for i, j in pairs]) for key, mat in sym.items()},
+        consecutive=consecutive,
+        notes=tuple(notes),
+        warnings=tuple(warnings),
+        figure=png.name,
+        config=cfg,
+    )
+    result.save(out / COMPARE_FILE)
     return result

@@ -1,7 +1,8 @@
 """`probslot evaluate`: every metric that applies to one trained run, written to ``RUN/eval.json``.
 
 Reads a run directory (``config.yaml`` + ``model.safetensors``, via `probslot.load_model`), runs
-the model over one data split and writes:
+the model over one data split, returns the figures as an `EvalResult`
+(`probslot.evaluation.results`) and writes:
 
 ``RUN/eval.json``
     segmentation (ARI, FG-ARI, mBO on decoder alpha masks *and* on attention masks, labelled by
@@ -29,7 +30,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,24 @@ from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
 
 from probslot import metrics as M
-from probslot.io import RunPaths, load_model, write_metrics
+from probslot.evaluation.options import EvalConfig
+from probslot.evaluation.results import (
+    CompositionalContrast,
+    DrawSpread,
+    DrawStats,
+    EvalResult,
+    Generation,
+    Identifiability,
+    MaskScores,
+    PosteriorSamples,
+    Reconstruction,
+    SlotCounts,
+    ThresholdCounts,
+)
+from probslot.io import RunPaths, load_model
 from probslot.relevance import relevant
 from probslot.runs import load_split, run_config
 from probslot.typing import SlotPosterior
-from probslot.validation import check_choice, check_int, check_positive_int
 
 if TYPE_CHECKING:
     from probslot.posterior import AggregatePosterior
@@ -52,6 +66,7 @@ __all__ = [
     "EVAL_FILE",
     "EncodedSplit",
     "EvalConfig",
+    "EvalResult",
     "POSTERIOR_FILE",
     "encode_split",
     "evaluate_run",
@@ -65,67 +80,6 @@ POSTERIOR_FILE = "posterior.safetensors"  # as `probslot aggregate` writes it
 #: the thresholds τ at which eval.json reports slot counts (a report setting; `probslot prune
 #: --sweep` has its own, longer list, `probslot.posterior.DEFAULT_TAUS`)
 _TAUS = (0.01, 0.05, 0.1)
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """Options of `evaluate_run`.
-
-    Attributes:
-        split: data split to evaluate (``test``, ``val`` or ``train``).
-        max_images: evaluate only the first ``max_images`` images (None: the whole split).
-        batch_size: images per forward pass.
-        inception: path to Inception weights for FID/KID (see `InceptionFeatures.from_file`);
-            None skips FID/KID (a note is written instead).
-        num_panels: images shown in the panels.
-        contrast_images: images on which compositional contrast is computed (Jacobians are
-            costly: k·d Jacobian-vector products per image).
-        posterior_samples: scenes drawn from the aggregate posterior (panels and sample FID).
-        seed: seed of the sampling and of the identifiability split.
-        progress: show a progress bar.
-        draw: the fixed draw of the grouping's random initial slots behind the figures
-            (`probslot.nn.layers.slot_noise`): inference is deterministic, and another number
-            is another draw.
-        draws: evaluate this many draws (``draw``, ``draw + 1``, ...) and add their mean ± std
-            for FG-ARI, mBO, MSE and SMCC to ``eval.json["draws"]`` (how much PSA's initial
-            slots move the figures); the rest of eval.json is from ``draw``.
-        data_overrides: dotted ``data.*`` settings applied to the run's data config before the
-            split is built (`probslot.runs`), e.g. ``("data.num_test=1024",)``.
-    """
-
-    split: str = "test"
-    max_images: int | None = None
-    batch_size: int = 32
-    inception: str | None = None
-    num_panels: int = 8
-    contrast_images: int = 8
-    posterior_samples: int = 64
-    seed: int = 0
-    progress: bool = True
-    draw: int = 0
-    draws: int = 1
-    data_overrides: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        check_choice("split", self.split, ("train", "val", "test"))
-        check_int("draw", self.draw, low=0)
-        check_int("draws", self.draws, low=1)
-        for name, low in (
-            ("batch_size", 1),
-            ("num_panels", 1),
-            ("contrast_images", 0),
-            ("posterior_samples", 0),
-            ("seed", 0),
-        ):
-            check_int(name, getattr(self, name), low=low)
-        if self.max_images is not None:
-            check_positive_int("max_images", self.max_images)
-        if self.inception is not None and not Path(self.inception).is_file():
-            raise FileNotFoundError(
-                f"Inception weights {self.inception!r} do not exist. Supply a TorchScript "
-                "Inception file (e.g. inception-2015-12-05.pt) with --inception PATH, or omit "
-                "--inception to skip FID/KID"
-            )
 
 
 # --------------------------------------------------------------------------- data and encoding
@@ -285,7 +239,7 @@ def evaluate_run(
     config: EvalConfig | None = None,
     *,
     extractor: M.FeatureExtractor | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Evaluate one run on one split; write ``RUN/eval.json`` and ``RUN/eval/*.png``.
 
     Args:
@@ -295,7 +249,7 @@ def evaluate_run(
             small self-contained one).
 
     Returns:
-        The dictionary written to ``eval.json``.
+        The `EvalResult`; eval.json is its `EvalResult.to_dict`.
 
     Raises:
         FileNotFoundError: missing run directory, config, weights or Inception file.
@@ -326,13 +280,12 @@ def evaluate_run(
         torch.manual_seed(cfg.seed)
         with _Progress(cfg.progress, f"evaluate {paths.root.name} [{cfg.split}]", m) as bar:
             found = evaluate_objects(model, dataset, m, cfg.batch_size, progress=bar)
-        notes = [
+        note = (
             "feature model: object discovery (mBO_i, mBO_c, FG-ARI, CorLoc) on decoder and "
             "attention masks; no pixel reconstruction, identifiability or panels (docs/real-images.md)"
-        ]
-        result = {"run": str(paths.root), "split": cfg.split, "target": "features", **found}
-        result["notes"] = notes
-        write_metrics(paths.root / EVAL_FILE, result)
+        )
+        result = EvalResult(str(paths.root), cfg.split, m, (note,), objects=found)
+        result.save(paths.root / EVAL_FILE)
         return result
     first = dataset[0]
     if not isinstance(first, dict) or "image" not in first:
@@ -423,38 +376,35 @@ def evaluate_run(
             bar(images.shape[0])
 
     slots_all = torch.cat(slots)  # (m, k, d)
-    result: dict[str, Any] = {
-        "run": str(paths.root),
-        "split": cfg.split,
-        "num_images": m,
-        "num_slots": int(slots_all.shape[1]),
-        "slot_dim": int(slots_all.shape[2]),
-        "grouping": "psa" if pis else "sa",
-        "decoder_additive": "decoder" in ari_metrics,
-        "notes": [],
-    }
-    result["segmentation"] = {
-        source: {name: _float(metric.compute()) for name, metric in entry.items()}
+    num_slots = int(slots_all.shape[1])
+    notes: list[str] = []
+    segmentation = {
+        source: MaskScores(
+            ari=_float(entry["ari"].compute()),
+            fg_ari=_float(entry["fg_ari"].compute()),
+            mbo=_float(entry["mbo"].compute()),
+        )
         for source, entry in ari_metrics.items()
     }
     if not has_masks:
-        result["notes"].append(
+        notes.append(
             "segmentation and foreground MSE: not computed (the dataset has no ground-truth masks)"
         )
     elif "decoder" not in ari_metrics:
-        result["notes"].append(
+        notes.append(
             "decoder alpha masks: not computed (non-additive decoder has no per-slot masks); "
             "segmentation uses attention masks only"
         )
-    result["reconstruction"] = {
-        "mse": _float(mse_all.compute()),
-        "fg_mse": _float(mse_fg.compute()) if has_masks else None,
-    }
+    reconstruction = Reconstruction(
+        mse=_float(mse_all.compute()),
+        fg_mse=_float(mse_fg.compute()) if has_masks else None,
+    )
 
     # identifiability against ground-truth latents
+    identifiability: Identifiability | None = None
     if has_latents and len(obj_latents) < need:
         # a small evaluation gives what it can: the affine fit needs enough matched objects
-        result["notes"].append(
+        notes.append(
             f"identifiability vs ground truth: skipped: the affine fit from {slot_dim}-d slots "
             f"needs at least {need} matched objects and {m} images gave {len(obj_latents)}; "
             f"evaluate more images (--max_images, or the data override data.num_{cfg.split}=N)"
@@ -463,34 +413,34 @@ def evaluate_run(
         latent_names = list(getattr(dataset, "latent_names", []))
         target = torch.stack(obj_latents)[:, None, :].double()  # (N, 1, F)
         pred = torch.stack(obj_slots)[:, None, :].double()  # (N, 1, d)
-        ident = {
-            "num_objects": int(target.shape[0]),
-            "matching": "mask-iou-hungarian",
-            "mask_source": "decoder" if "decoder" in ari_metrics else "attention",
-        }
         res = M.smcc_details(target, pred, transform="affine", chance=True, seed=cfg.seed)
-        ident["smcc"] = _float(res.score)
-        ident["smcc_chance"] = _float(res.chance) if res.chance is not None else None
-        ident["smcc_adjusted"] = _float(res.adjusted) if res.adjusted is not None else None
         per_dim = res.per_dim[0].tolist()
-        ident["per_latent_corr"] = {
-            (latent_names[j] if j < len(latent_names) else f"z{j}"): _float(v)
-            for j, v in enumerate(per_dim)
-        }
         # same matching and held-out split as the SMCC above
         same = {"perm": res.perm, "seed": cfg.seed}
-        ident["r2_affine"] = _float(
-            M.slot_r2_details(target, pred, transform="affine", **same).score
+        r2_affine = _float(M.slot_r2_details(target, pred, transform="affine", **same).score)
+        r2_krr = _float(M.slot_r2_details(target, pred, transform="krr", **same).score)
+        identifiability = Identifiability(
+            num_objects=int(target.shape[0]),
+            matching="mask-iou-hungarian",
+            mask_source="decoder" if "decoder" in ari_metrics else "attention",
+            smcc=_float(res.score),
+            smcc_chance=_float(res.chance) if res.chance is not None else None,
+            smcc_adjusted=_float(res.adjusted) if res.adjusted is not None else None,
+            per_latent_corr={
+                (latent_names[j] if j < len(latent_names) else f"z{j}"): _float(v)
+                for j, v in enumerate(per_dim)
+            },
+            r2_affine=r2_affine,
+            r2_krr=r2_krr,
+            **_object_sis(target[:, 0], pred[:, 0], obj_image, cfg.seed),  # sis, sis_pairs
         )
-        ident["r2_krr"] = _float(M.slot_r2_details(target, pred, transform="krr", **same).score)
-        ident.update(_object_sis(target[:, 0], pred[:, 0], obj_image, cfg.seed))
-        result["identifiability_gt"] = ident
     else:
-        result["notes"].append(
+        notes.append(
             "identifiability vs ground truth: not computed (the dataset has no latents or masks)"
         )
 
     # compositional contrast (paper Def. 1) on a small subset
+    contrast: CompositionalContrast | None = None
     if cfg.contrast_images > 0:
         sub = slots_all[: cfg.contrast_images].detach().clone()
 
@@ -499,43 +449,43 @@ def evaluate_run(
 
         cc = M.compositional_contrast(decoder_fn, sub).detach()
         pixels = 3 * math.prod(model.image_size)
-        result["compositional_contrast"] = {
-            "mean": _float(cc.mean()),
-            "std": _float(cc.std()) if cc.numel() > 1 else 0.0,
-            "mean_per_pixel": _float(cc.mean() / pixels),
-            "num_images": int(cc.numel()),
-        }
+        contrast = CompositionalContrast(
+            mean=_float(cc.mean()),
+            std=_float(cc.std()) if cc.numel() > 1 else 0.0,
+            mean_per_pixel=_float(cc.mean() / pixels),
+            num_images=int(cc.numel()),
+        )
 
     # slot counts from π (PSA, paper Eq. 7 / App. H): the relevance rule of `probslot prune`
+    slot_counts: SlotCounts | None = None
     if pis:
         pi = torch.cat(pis)
         objects = torch.cat(counts).double()
-        stats: dict[str, Any] = {}
+        thresholds = {}
         for tau in _TAUS:
             active = relevant(pi, tau).sum(-1).double()
-            stats[f"tau={tau}"] = {
-                "mean_active": _float(active.mean()),
-                "mae_vs_objects": _float((active - objects).abs().mean()),
-                "mae_vs_objects_plus_background": _float((active - objects - 1).abs().mean()),
-            }
-        result["slot_counts"] = {
-            "mean_objects": _float(objects.mean()),
-            "pi_sorted_mean": [_float(v) for v in pi.sort(-1, descending=True)[0].mean(0)],
-            "thresholds": stats,
-        }
+            thresholds[tau] = ThresholdCounts(
+                mean_active=_float(active.mean()),
+                mae_vs_objects=_float((active - objects).abs().mean()),
+                mae_vs_objects_plus_background=_float((active - objects - 1).abs().mean()),
+            )
+        slot_counts = SlotCounts(
+            mean_objects=_float(objects.mean()),
+            pi_sorted_mean=tuple(_float(v) for v in pi.sort(-1, descending=True)[0].mean(0)),
+            thresholds=thresholds,
+        )
         panels["pi"] = pi
     else:
-        result["notes"].append("slot counts: not computed (slot attention has no mixing weights π)")
+        notes.append("slot counts: not computed (slot attention has no mixing weights π)")
 
     # aggregate posterior samples
     samples = None
+    drawn: PosteriorSamples | None = None
     if posterior is not None:
         if posterior_note is not None:
-            result["notes"].append(posterior_note)
+            notes.append(posterior_note)
         gen = torch.Generator().manual_seed(cfg.seed)
-        z = posterior.sample_scenes(
-            cfg.posterior_samples, num_slots=result["num_slots"], generator=gen
-        )
+        z = posterior.sample_scenes(cfg.posterior_samples, num_slots=num_slots, generator=gen)
         with torch.inference_mode():
             samples = torch.cat(
                 [
@@ -544,50 +494,72 @@ def evaluate_run(
                 ]
             )
         panels["samples"] = samples[: max(cfg.num_panels, 8)]
-        result["posterior"] = {"file": str(posterior_path), "samples": int(samples.shape[0])}
+        drawn = PosteriorSamples(file=str(posterior_path), samples=int(samples.shape[0]))
     else:
-        result["notes"].append(
+        notes.append(
             f"aggregate-posterior samples: not computed (no {POSTERIOR_FILE}; run "
             f"`probslot aggregate --run_dir {paths.root}` first)"
         )
 
     # FID / KID
+    generation: Generation | None = None
     if extractor is not None:
         real, rec = torch.cat(gen_real), torch.cat(gen_recon)
-        gen_res: dict[str, Any] = {
-            "rfid": _float(M.frechet_distance(real, rec)),
-            "rkid": _float(M.kernel_inception_distance(real, rec).mean),
-        }
+        rfid = _float(M.frechet_distance(real, rec))
+        rkid = _float(M.kernel_inception_distance(real, rec).mean)
+        cfid = ckid = None
         if samples is not None:
             fake = M.extract_features(extractor, samples)
-            gen_res["cfid"] = _float(M.frechet_distance(real, fake))
-            gen_res["ckid"] = _float(M.kernel_inception_distance(real, fake).mean)
-        result["generation"] = gen_res
+            cfid = _float(M.frechet_distance(real, fake))
+            ckid = _float(M.kernel_inception_distance(real, fake).mean)
+        generation = Generation(rfid=rfid, rkid=rkid, cfid=cfid, ckid=ckid)
     else:
-        result["notes"].append(
-            "FID/KID: skipped (pass --inception PATH to a TorchScript Inception file)"
-        )
+        notes.append("FID/KID: skipped (pass --inception PATH to a TorchScript Inception file)")
 
+    draws: DrawSpread | None = None
     if cfg.draws > 1:
-        result["draws"] = _draw_spread(model, dataset, m, cfg, result, need if has_latents else 0)
+        first_draw = _headline(reconstruction, segmentation, identifiability)
+        draws = _draw_spread(model, dataset, m, cfg, first_draw, need if has_latents else 0)
 
     from probslot.reports.figures import write_eval_panels
 
     figures = write_eval_panels(panels, paths.root / "eval")
-    result["figures"] = {name: str(p.relative_to(paths.root)) for name, p in figures.items()}
-    result["config"] = asdict(cfg)
-    write_metrics(paths.root / EVAL_FILE, result)
+    result = EvalResult(
+        run=str(paths.root),
+        split=cfg.split,
+        num_images=m,
+        notes=tuple(notes),
+        num_slots=num_slots,
+        slot_dim=int(slots_all.shape[2]),
+        grouping="psa" if pis else "sa",
+        decoder_additive="decoder" in ari_metrics,
+        segmentation=segmentation,
+        reconstruction=reconstruction,
+        identifiability=identifiability,
+        compositional_contrast=contrast,
+        slot_counts=slot_counts,
+        posterior=drawn,
+        generation=generation,
+        draws=draws,
+        figures={name: str(p.relative_to(paths.root)) for name, p in figures.items()},
+        config=cfg,
+    )
+    result.save(paths.root / EVAL_FILE)
     return result
 
 
-def _headline(result: dict[str, Any]) -> dict[str, float | None]:
-    """The figures whose spread over draws `EvalConfig.draws` reports, from one result."""
-    figures: dict[str, float | None] = {"mse": result["reconstruction"]["mse"]}
-    for source, vals in result.get("segmentation", {}).items():
-        figures[f"fg_ari_{source}"] = vals["fg_ari"]
-        figures[f"mbo_{source}"] = vals["mbo"]
-    if "identifiability_gt" in result:
-        figures["smcc"] = result["identifiability_gt"]["smcc"]
+def _headline(
+    reconstruction: Reconstruction,
+    segmentation: dict[str, MaskScores],
+    identifiability: Identifiability | None,
+) -> dict[str, float | None]:
+    """The figures whose spread over draws `EvalConfig.draws` reports, from one draw's result."""
+    figures: dict[str, float | None] = {"mse": reconstruction.mse}
+    for source, vals in segmentation.items():
+        figures[f"fg_ari_{source}"] = vals.fg_ari
+        figures[f"mbo_{source}"] = vals.mbo
+    if identifiability is not None:
+        figures["smcc"] = identifiability.smcc
     return figures
 
 
@@ -596,12 +568,13 @@ def _draw_spread(
     dataset: Any,
     m: int,
     cfg: EvalConfig,
-    result: dict[str, Any],
+    first_draw: dict[str, float | None],
     need: int,
-) -> dict[str, Any]:
-    """Mean ± std (over draws) of the headline figures: `result` is draw ``cfg.draw``; the other
-    draws rerun the segmentation, MSE and SMCC passes only (same images, same matching rule)."""
-    per_draw = [_headline(result)]
+) -> DrawSpread:
+    """Mean ± std (over draws) of the headline figures: `first_draw` is draw ``cfg.draw``'s
+    (`_headline`); the other draws rerun the segmentation, MSE and SMCC passes only (same
+    images, same matching rule)."""
+    per_draw = [first_draw]
     draws = list(range(cfg.draw, cfg.draw + cfg.draws))
     title = f"draws {draws[1]}-{draws[-1]}"
     with _Progress(cfg.progress, title, m * (cfg.draws - 1)) as bar, torch.inference_mode():
@@ -639,35 +612,11 @@ def _draw_spread(
                 res = M.smcc_details(target, pred, transform="affine", chance=False, seed=cfg.seed)
                 figures["smcc"] = _float(res.score)
             per_draw.append(figures)
-    spread: dict[str, Any] = {"draws": draws}
+    stats: dict[str, DrawStats] = {}
     for key in per_draw[0]:
         values = [d.get(key) for d in per_draw]
         if any(v is None for v in values):
             continue
         t = torch.tensor(values, dtype=torch.float64)
-        spread[key] = {"mean": _float(t.mean()), "std": _float(t.std()), "values": values}
-    return spread
-
-
-def summary_lines(result: dict[str, Any]) -> Sequence[str]:
-    """Short human-readable lines of an eval.json dict (for the CLI)."""
-    lines = []
-    for source, vals in result.get("segmentation", {}).items():
-        figs = ", ".join(f"{k}={v:.4f}" for k, v in vals.items() if v is not None)
-        lines.append(f"{source} masks: {figs}")
-    rec = result.get("reconstruction", {})
-    lines.append(", ".join(f"{k}={v:.5f}" for k, v in rec.items() if v is not None))
-    ident = result.get("identifiability_gt")
-    if ident:
-        figs = ", ".join(
-            f"{k}={ident[k]:.4f}" for k in ("smcc", "r2_affine") if ident.get(k) is not None
-        )
-        lines.append(f"vs ground-truth latents: {figs}")
-    spread = result.get("draws")
-    if spread:
-        draws = spread["draws"]
-        figs = ", ".join(
-            f"{k}={v['mean']:.4f} ± {v['std']:.4f}" for k, v in spread.items() if k != "draws"
-        )
-        lines.append(f"over initial-slot draws {draws[0]}-{draws[-1]} (mean ± std): {figs}")
-    return lines
+        stats[key] = DrawStats(mean=_float(t.mean()), std=_float(t.std()), values=tuple(values))
+    return DrawSpread(draws=tuple(draws), stats=stats)

@@ -5,7 +5,7 @@ item contract (``mask`` instances, ``class_mask``, ``ignore``; `probslot.data.vo
 every metric for both mask sources, as the paper's Table 3 does (the ‡ rows are the attention
 masks): the decoder's alpha masks (MLP) or last cross-attention (transformer), and the grouping's
 attention. Masks are upsampled to the image and compared at its resolution. `probslot evaluate`
-calls it for runs of such models and writes its result to ``eval.json``.
+calls it for runs of such models and writes its result to ``eval.json`` (`EvalResult.objects`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from probslot.data.contract import collate
+from probslot.evaluation.results import ObjectDiscovery, ObjectScores
 from probslot.metrics.objects import object_metrics
 
 __all__ = ["evaluate_objects"]
@@ -39,14 +40,14 @@ def evaluate_objects(
     max_images: int | None = None,
     batch_size: int = 32,
     progress: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+) -> ObjectDiscovery:
     """Object-discovery figures of `model` on the first `max_images` items of `dataset`.
 
     Returns:
-        ``{"segmentation": {"decoder": {mbo_i, mbo_c, fg_ari, corloc}, "attention": {...}},
-        "reconstruction": {"feature_mse": ...}, "images": m, "scored_images": {...}}``; a
-        figure is the mean over the images where it is defined (images without objects are
-        skipped), None when no image defines it.
+        `ObjectDiscovery`: per mask source (``decoder``, ``attention``) mBO_i, mBO_c, FG-ARI
+        and CorLoc, the feature MSE and the images each metric scored; a figure is the mean
+        over the images where it is defined (images without objects are skipped), None when
+        no image defines it (mBO_c also without class maps).
     """
     m = len(dataset) if max_images is None else min(max_images, len(dataset))
     model.eval()
@@ -78,9 +79,16 @@ def evaluate_objects(
         source, metric = key.split("/")
         segmentation.setdefault(source, {})[metric] = _mean(values)
         scored[metric] = int((~torch.cat(values).isnan()).sum())
-    return {
-        "segmentation": segmentation,
-        "reconstruction": {"feature_mse": _mean(mse)},
-        "images": m,
-        "scored_images": scored,
-    }
+    return ObjectDiscovery(
+        segmentation={
+            source: ObjectScores(
+                mbo_i=v.get("mbo_i"),
+                mbo_c=v.get("mbo_c"),
+                fg_ari=v.get("fg_ari"),
+                corloc=v.get("corloc"),
+            )
+            for source, v in segmentation.items()
+        },
+        feature_mse=_mean(mse),
+        scored_images=scored,
+    )

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -210,20 +211,11 @@ def cross_seed(ctx: StudyContext, group: str, specs: Sequence[RunSpec]) -> dict[
     res = compare_runs(
         [ctx.run_dir(s.name) for s in specs], out, CompareConfig(split="test", progress=False)
     )
-    names = res["names"]
-
-    def pairs(key: str) -> list[dict[str, Any]]:
-        mat = res["matrices"][key]
-        return [
-            {"runs": [names[i], names[j]], key: mat[i][j]}
-            for i in range(len(names))
-            for j in range(i + 1, len(names))
-        ]
-
-    summary = {}
+    summary: dict[str, Any] = {}
     for key in ("smcc", "r2", "posterior_bhattacharyya", "posterior_mean_error"):
-        if key in res["matrices"]:
-            summary[key] = {**res["summary"][key], "pairs": pairs(key)}
+        if key in res.matrices:
+            pairs = [{"runs": [a, b], key: value} for a, b, value in res.pair_values(key)]
+            summary[key] = {**asdict(res.summary[key]), "pairs": pairs}
     summary["file"] = str(Path("compare") / group / "compare.json")
     return summary
 

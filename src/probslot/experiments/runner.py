@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from probslot.atomic import atomic_write_text
+from probslot.clock import format_duration
 from probslot.experiments.catalog import get_study
 from probslot.experiments.spec import RESULT_FILE, RunFiles, RunSpec, read_json
 from probslot.experiments.study import Study, StudyContext, StudyOutput
@@ -172,11 +173,6 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _fmt_secs(s: float) -> str:
-    m, sec = divmod(int(s), 60)
-    return f"{m} min {sec:02d} s" if m else f"{sec} s"
-
-
 def _execute(
     out: Path, pending: Sequence[RunSpec], jobs: int, say: Callable[[str], None]
 ) -> dict[str, str]:
@@ -214,13 +210,13 @@ def _execute(
                     eta = ""
                     if left and durations:
                         per = sum(durations) / len(durations)
-                        eta = f"; about {_fmt_secs(per * left / jobs)} left"
+                        eta = f"; about {format_duration(per * left / jobs)} left"
                     headline = read_json(files.result).get("headline", {})
                     figures = ", ".join(
                         f"{k} {v:.3f}" for k, v in headline.items() if isinstance(v, float)
                     )
                     say(
-                        f"  done   {name} in {_fmt_secs(took)} [{done}/{len(pending)}"
+                        f"  done   {name} in {format_duration(took)} [{done}/{len(pending)}"
                         f"{eta}]" + (f": {figures}" if figures else "")
                     )
                 else:
@@ -229,7 +225,9 @@ def _execute(
                         info = read_json(files.failed)
                         error = f"{info.get('type', 'Error')}: {info.get('message', '')}"
                     failed[name] = error
-                    say(f"  FAILED {name} after {_fmt_secs(took)}: {error} (log: {files.log})")
+                    say(
+                        f"  FAILED {name} after {format_duration(took)}: {error} (log: {files.log})"
+                    )
     except KeyboardInterrupt:
         for proc, _, _log in active.values():
             proc.terminate()  # training writes last.ckpt on SIGTERM; a rerun resumes from it
@@ -237,7 +235,7 @@ def _execute(
             proc.wait()
             log.close()
         raise
-    say(f"  {len(pending)} runs in {_fmt_secs(time.monotonic() - start)}")
+    say(f"  {len(pending)} runs in {format_duration(time.monotonic() - start)}")
     return failed
 
 
@@ -251,7 +249,7 @@ def _execute_here(out: Path, pending: Sequence[RunSpec], say: Callable[[str], No
         files.failed.unlink(missing_ok=True)
         began = time.monotonic()
         ok, info = run_recorded(files.spec)
-        took = _fmt_secs(time.monotonic() - began)
+        took = format_duration(time.monotonic() - began)
         if ok:
             say(f"  done   {spec.name} in {took} [{i}/{len(pending)}]")
         else:

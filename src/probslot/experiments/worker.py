@@ -58,13 +58,18 @@ def _train(spec: RunSpec, files: RunFiles) -> dict[str, Any]:
     trained = train(cfg, resume=resume, progress=True)
     if trained.status == "interrupted":
         raise RuntimeError(f"training was interrupted ({trained.message}); rerun to resume")
-    ev = evaluate_run(files.root, EvalConfig(**{**payload.get("evaluate", {}), "progress": False}))
+    evaluated = evaluate_run(
+        files.root, EvalConfig(**{**payload.get("evaluate", {}), "progress": False})
+    )
+    ev = evaluated.to_dict()  # result.json keeps eval.json's layout
     result: dict[str, Any] = {
         "train": dict(trained),
         "eval": ev,
         "headline": headline_of(ev),
         "resumed": resume,
     }
+    if trained.status == "already_finished":  # trained by an earlier call: count its time too
+        result["earlier_seconds"] = float(trained.get("train_seconds", 0.0))
     if "prune" in payload:
         from probslot.posterior.commands import prune
 
@@ -100,9 +105,9 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
         "seed": spec.seed,
         "kind": spec.kind,
         "fingerprint": spec.fingerprint,
-        "seconds": time.time() - begin,
         **result,
     }
+    result = {**result, "seconds": time.time() - begin + result.pop("earlier_seconds", 0.0)}
     text = json.dumps(result, indent=2, default=_jsonable, allow_nan=True) + "\n"
     atomic_write_text(files.root / RESULT_FILE, text)
     return result

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from probslot.clock import format_duration
 from probslot.relevance import relevant
 from probslot.typing import DecoderOutput, SlotPosterior
 from probslot.validation import check_choice, check_float, check_int, check_iteration, check_tau
@@ -586,8 +587,14 @@ def _batches(
     what: str,
 ) -> Iterator[tuple[Tensor, Tensor, Tensor | None, int | None]]:
     """(images on `device`, objects (b,), gt mask or None, the batch's seed or None) per batch,
-    up to `max_images` images."""
+    up to `max_images` images. With `progress`, a line every 10 batches with the time left (the
+    first one after the first batch, so a long analysis says how long it takes at once)."""
     seen = 0
+    dataset = getattr(loader, "dataset", None)
+    total = len(dataset) if dataset is not None and hasattr(dataset, "__len__") else None
+    if max_images is not None:
+        total = max_images if total is None else min(total, max_images)
+    start = time.perf_counter()
     for step, batch in enumerate(loader):
         images, objects, gt_mask = _batch_fields(batch, object_count)
         if max_images is not None:
@@ -602,7 +609,11 @@ def _batches(
         yield images.to(device), objects, gt_mask, seed_b
         seen += images.shape[0]
         if progress and step % 10 == 0:
-            print(f"{what}: {seen} images", flush=True)
+            line = f"{what}: {seen:,} images"
+            if total:
+                left = (time.perf_counter() - start) / seen * (total - seen)
+                line = f"{what}: {seen:,} of {total:,} images, about {format_duration(left)} left"
+            print(line, flush=True)
         if max_images is not None and seen >= max_images:
             break
 

@@ -55,6 +55,7 @@ from probslot.training.callbacks import (
 )
 from probslot.training.checkpoint import load_checkpoint
 from probslot.training.data import TrainingDataModule
+from probslot.training.estimate import announce
 from probslot.training.lit_module import SlotLightningModule
 
 __all__ = [
@@ -572,6 +573,8 @@ def train(
     if zero:
         atomic_write_text(paths.config, dump_config(cfg))
         _write_environment(paths, cfg, resumed_from)
+        for line in announce(model, cfg, resumed_from or 0):  # long runs: the time they take
+            print(line, flush=True)
     datamodule = TrainingDataModule(cfg.data)
     lit = SlotLightningModule(
         model, cfg.optim, cfg.trainer.max_steps, seed=cfg.trainer.seed, config_text=dump_config(cfg)
