@@ -225,7 +225,8 @@ def _grid(
     cols = max(len(r.cells) for r in rows)
     has_titles = any(r.titles for r in rows) or column_titles is not None
     width = _CELL * cols + 0.6
-    height = (_CELL + (0.3 if has_titles else 0.1)) * len(rows) + 0.8
+    head = 0.37 + 0.18 * (title.count("\n") + 1)  # inches above the grid: the title's lines
+    height = (_CELL + (0.3 if has_titles else 0.1)) * len(rows) + 0.25 + head
     fig, axes = plt.subplots(
         len(rows),
         cols,
@@ -237,7 +238,7 @@ def _grid(
     fig.subplots_adjust(
         left=0.5 / width,
         right=1 - 0.1 / width,
-        top=1 - 0.55 / height,
+        top=1 - head / height,
         bottom=(0.45 if drawn else 0.1) / height,
     )
     for r, row in enumerate(rows):
