@@ -65,6 +65,11 @@ class _SavedResult:
         return write_metrics(path, self.to_dict())  # type: ignore[attr-defined]
 
 
+def _config_dict(config: EvalConfig | CompareConfig) -> dict[str, Any]:
+    """The options as JSON keeps them (tuples as lists)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(config).items()}
+
+
 def _require(data: Mapping[str, Any], keys: Sequence[str], kind: str) -> None:
     missing = [k for k in keys if k not in data]
     if missing:
@@ -450,8 +455,7 @@ class EvalResult(_SavedResult):
             out["draws"] = self.draws.to_dict()
         out["figures"] = dict(self.figures)
         if self.config is not None:
-            cfg = asdict(self.config)
-            out["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+            out["config"] = _config_dict(self.config)
         return out
 
     @classmethod
@@ -648,8 +652,7 @@ class Comparison(_SavedResult):
             "figure": self.figure,
         }
         if self.config is not None:
-            cfg = asdict(self.config)
-            out["config"] = {k: list(v) if isinstance(v, tuple) else v for k, v in cfg.items()}
+            out["config"] = _config_dict(self.config)
         return out
 
     @classmethod
