@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import torch
+
 TINY_RUN: dict[str, Any] = {
     "data": {
         "name": "sprites",
@@ -48,3 +50,35 @@ def deep_merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
 def tiny_config(changes: dict[str, Any] | None = None) -> dict[str, Any]:
     """The tiny run configuration as a plain dict (for `RunConfig.from_dict`), with `changes`."""
     return deep_merge(TINY_RUN, changes or {})
+
+
+#: the encoder and decoder of the tiny models the unit tests build in memory
+TINY_ENCODER: dict[str, Any] = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
+TINY_DECODER: dict[str, Any] = {"init_size": 4, "channels": [6, 7, 5], "kernel_size": 3}
+
+
+def tiny_model(
+    preset: str,
+    *,
+    image_size: int,
+    num_slots: int,
+    slot_dim: int,
+    decoder_kwargs: dict[str, Any] | None = None,
+    **fields: Any,
+) -> torch.nn.Module:
+    """A tiny slot autoencoder of `preset` (2 EM iterations, `TINY_ENCODER`, `decoder_kwargs`
+    or `TINY_DECODER`, any other `ModelConfig` fields), built with torch's seed 0."""
+    from probslot.models import ModelConfig, build_model
+
+    cfg = ModelConfig(
+        preset=preset,
+        image_size=image_size,
+        num_slots=num_slots,
+        slot_dim=slot_dim,
+        iters=2,
+        encoder_kwargs=dict(TINY_ENCODER),
+        decoder_kwargs=dict(decoder_kwargs or TINY_DECODER),
+        **fields,
+    )
+    torch.manual_seed(0)
+    return build_model(cfg)

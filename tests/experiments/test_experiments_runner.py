@@ -208,3 +208,21 @@ def test_run_spec_fingerprint_and_validation():
 
 def test_get_study_returns_registered_instance():
     assert get_study("toy2d") is STUDIES["toy2d"]
+
+
+def test_a_run_trained_by_an_earlier_call_counts_its_training_time(tmp_path):
+    """Training finished, then the evaluation failed (say): the next call evaluates only, and
+    the result's seconds still include the training, with no helper key left in result.json."""
+    from probslot.experiments.worker import execute
+
+    study = get_study("sprites")
+    spec = study.plan(study.scales["tiny"], 1)[0]
+    files = RunFiles.of(tmp_path, spec.name)
+    files.write_spec(spec)
+    first = execute(files.spec)
+    trained = first["train"]["train_seconds"]
+    files.result.unlink()
+    second = execute(files.spec)
+    saved = json.loads(files.result.read_text())
+    assert second["train"]["train_seconds"] == trained  # not trained again
+    assert saved["seconds"] >= trained and "earlier_seconds" not in saved

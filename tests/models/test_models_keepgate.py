@@ -23,9 +23,10 @@ from probslot.models import ModelConfig, build_model
 from probslot.nn import FlatSlots, KeepGate
 from probslot.posterior.pruning import count_flops
 from probslot.typing import SlotPosterior
+from tiny_runs import TINY_ENCODER as ENCODER
+from tiny_runs import tiny_model
 
 B, K, D, S = 2, 3, 5, 8
-ENCODER = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
 ADDITIVE = {
     "broadcast": {"init_size": 2, "channels": [6, 7, 4], "kernel_size": 3},
     "broadcast-mlp": {"hidden": [6]},
@@ -39,19 +40,8 @@ def decoder(name: str) -> torch.nn.Module:
 
 
 def tiny(preset: str = "PSA", **fields) -> torch.nn.Module:
-    decoder_kwargs = fields.pop("decoder_kwargs", ADDITIVE["broadcast"])
-    cfg = ModelConfig(
-        preset=preset,
-        image_size=S,
-        num_slots=K,
-        slot_dim=D,
-        iters=2,
-        encoder_kwargs=dict(ENCODER),
-        decoder_kwargs=dict(decoder_kwargs),
-        **fields,
-    )
-    torch.manual_seed(0)
-    return build_model(cfg)
+    fields.setdefault("decoder_kwargs", ADDITIVE["broadcast"])
+    return tiny_model(preset, image_size=S, num_slots=K, slot_dim=D, **fields)
 
 
 # ---------------------------------------------------------------------- the decoder

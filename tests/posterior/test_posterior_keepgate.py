@@ -13,7 +13,7 @@ import torch
 from probslot.config import RunConfig, dump_config
 from probslot.data import SpritesDataset, collate
 from probslot.io import RunPaths, save_model_weights
-from probslot.models import ModelConfig, build_model
+from probslot.models import build_model
 from probslot.nn import KeepGate
 from probslot.posterior.commands import demo_posterior, prune
 from probslot.posterior.pruning import (
@@ -23,27 +23,13 @@ from probslot.posterior.pruning import (
     prune_analysis,
     slot_count_mae,
 )
-from tiny_runs import tiny_config
+from tiny_runs import tiny_config, tiny_model
 
 B, K, D, S = 3, 5, 4, 16  # batch, slots, slot dim, image side
-ENCODER = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
-DECODER = {"init_size": 4, "channels": [6, 7, 5], "kernel_size": 3}
 
 
-def tiny_model(preset: str = "PSA", gate: dict | None = None, **kw) -> torch.nn.Module:
-    cfg = ModelConfig(
-        preset=preset,
-        image_size=S,
-        num_slots=K,
-        slot_dim=D,
-        iters=2,
-        encoder_kwargs=dict(ENCODER),
-        decoder_kwargs=dict(DECODER),
-        keep_gate=gate,
-        **kw,
-    )
-    torch.manual_seed(0)
-    model = build_model(cfg).eval()
+def gated_model(preset: str = "PSA", gate: dict | None = None, **kw) -> torch.nn.Module:
+    model = tiny_model(preset, image_size=S, num_slots=K, slot_dim=D, keep_gate=gate, **kw).eval()
     if isinstance(model.grouping, KeepGate):
         # centre the keep logits on the data, so that the gate keeps about half of the slots
         last = model.grouping.score[-1]
@@ -88,7 +74,7 @@ def direct(model, batches, own_keep=None):
 
 @pytest.mark.parametrize("preset", ["PSA", "SA", "AE"])
 def test_keep_gate_result_matches_a_direct_computation(preset) -> None:
-    model = tiny_model(preset, gate={})
+    model = gated_model(preset, gate={})
     batches = sprite_batches()
     result = keep_gate_result(model, batches, timing_repeats=1)
     assert isinstance(result, KeepGateResult) and result.num_images == 7
@@ -114,8 +100,8 @@ def test_keep_gate_result_matches_a_direct_computation(preset) -> None:
 def test_keep_gate_result_needs_a_gate_and_valid_arguments() -> None:
     batches = sprite_batches(num=3)
     with pytest.raises(TypeError, match=r"needs a model with a learned keep gate .* SlotAttention"):
-        keep_gate_result(tiny_model("SA"), batches)
-    model = tiny_model("SA", gate={})
+        keep_gate_result(gated_model("SA"), batches)
+    model = gated_model("SA", gate={})
     with pytest.raises(ValueError, match="max_images must be an integer >= 1"):
         keep_gate_result(model, batches, max_images=0)
     with pytest.raises(ValueError, match="loader yielded no images"):
@@ -124,7 +110,7 @@ def test_keep_gate_result_needs_a_gate_and_valid_arguments() -> None:
 
 
 def test_prune_analysis_reports_the_gate_beside_the_taus() -> None:
-    model = tiny_model("PSA", gate={})
+    model = gated_model("PSA", gate={})
     batches = sprite_batches()
     report = prune_analysis(model, batches, taus=(0.0, 0.1), timing_repeats=1)
     gate = report.keep_gate
@@ -139,12 +125,12 @@ def test_prune_analysis_reports_the_gate_beside_the_taus() -> None:
     assert table.count("\n") == 2 + 3 and "| learned keep gate |" in table.splitlines()[-1]
     assert report.to_dict()["keep_gate"]["mean_kept"] == gate.mean_kept
     assert "learned keep gate (keep_prob > 0.5" in report.summary(0.1)
-    plain = prune_analysis(tiny_model("PSA"), batches, taus=(0.1,), timing_repeats=1)
+    plain = prune_analysis(gated_model("PSA"), batches, taus=(0.1,), timing_repeats=1)
     assert plain.keep_gate is None and "learned keep gate" not in plain.to_markdown()
 
 
 def test_in_em_mode_measures_the_gate_on_the_models_own_forward_pass() -> None:
-    model = tiny_model("PSA", gate={}, grouping_kwargs={"prune_tau": 0.25})
+    model = gated_model("PSA", gate={}, grouping_kwargs={"prune_tau": 0.25})
     batches = sprite_batches(num=4, batch=4)
     report = prune_analysis(model, batches, taus=(0.0, 0.25), timing_repeats=1)
     assert report.in_em

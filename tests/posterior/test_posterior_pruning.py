@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from probslot.data import SpritesDataset, collate
-from probslot.models import ModelConfig, build_model
 from probslot.nn import ARDPrune, MomentMerge, with_settings
 from probslot.posterior.pruning import (
     DEFAULT_TAUS,
@@ -18,25 +17,14 @@ from probslot.posterior.pruning import (
     slot_count_mae,
 )
 from probslot.relevance import relevant
+from tiny_runs import TINY_DECODER as DECODER
+from tiny_runs import tiny_model
 
 B, K, D, S = 3, 4, 5, 16  # batch, slots (even, for the half-kept FLOPs test), slot dim, image side
-ENCODER = {"channels": [4, 6], "kernel_sizes": [3, 3], "strides": [1, 2]}
-DECODER = {"init_size": 4, "channels": [6, 7, 5], "kernel_size": 3}
 
 
-def tiny_model(preset: str = "PSA", **kw) -> torch.nn.Module:
-    decoder_kwargs = kw.pop("decoder_kwargs", DECODER)
-    cfg = ModelConfig(
-        preset=preset,
-        image_size=S,
-        num_slots=K,
-        slot_dim=D,
-        iters=2,
-        encoder_kwargs=dict(ENCODER),
-        decoder_kwargs=dict(decoder_kwargs),
-        **kw,
-    )
-    return build_model(cfg).eval()
+def small_model(preset: str = "PSA", **kw) -> torch.nn.Module:
+    return tiny_model(preset, image_size=S, num_slots=K, slot_dim=D, **kw).eval()
 
 
 def sprite_batches(num: int = 7, batch: int = B) -> list[dict]:
@@ -47,7 +35,7 @@ def sprite_batches(num: int = 7, batch: int = B) -> list[dict]:
 
 # ---------------------------------------------------------------------- decoding with pruning
 def test_tau_zero_changes_nothing_in_the_model_output():
-    model = tiny_model()
+    model = small_model()
     images = torch.stack([SpritesDataset(B, image_size=S, seed=1)[i]["image"] for i in range(B)])
     with torch.no_grad():
         # PSA draws its initial slots at random, so seed both passes identically
@@ -70,7 +58,7 @@ def test_pruned_decoding_equals_decoding_only_the_kept_slots(preset):
         if preset == "PSA"
         else {"init_size": 4, "slot_channels": [6], "feature_dim": 4, "channels": [6, 7, 5]}
     )
-    model = tiny_model(preset, decoder_kwargs=decoder_kwargs)
+    model = small_model(preset, decoder_kwargs=decoder_kwargs)
     torch.manual_seed(1)
     slots = torch.randn(B, K, D)
     pi = torch.softmax(torch.randn(B, K) * 2, dim=1)
@@ -89,7 +77,7 @@ def test_pruned_decoding_equals_decoding_only_the_kept_slots(preset):
 
 
 def test_keep_mask_really_reduces_additive_decoder_flops():
-    model = tiny_model()
+    model = small_model()
     slots = torch.randn(B, K, D)
     half = torch.zeros(B, K, dtype=torch.bool)
     half[:, : K // 2] = True
@@ -122,7 +110,7 @@ def test_slot_count_mae_by_hand_both_conventions():
 
 # ---------------------------------------------------------------------- prune_analysis
 def test_prune_analysis_matches_a_direct_computation():
-    model = tiny_model()
+    model = small_model()
     batches = sprite_batches()
     pis, objects = [], []
     torch.manual_seed(11)  # PSA's random initial slots: the analysis below redraws the same
@@ -168,7 +156,7 @@ def test_prune_analysis_matches_a_direct_computation():
 
 
 def test_prune_analysis_mse_of_pruned_model_matches_reference():
-    model = tiny_model()
+    model = small_model()
     batches = sprite_batches(num=4, batch=4)
     tau = 0.2
     torch.manual_seed(11)
@@ -188,7 +176,7 @@ def test_prune_analysis_mse_of_pruned_model_matches_reference():
 
 
 def test_prune_analysis_max_images_and_summary():
-    model = tiny_model()
+    model = small_model()
     report = prune_analysis(model, sprite_batches(), taus=(0.1,), max_images=5, timing_repeats=1)
     assert report.num_images == 5
     text = report.summary(0.1)
@@ -201,8 +189,8 @@ def test_prune_analysis_max_images_and_summary():
 def test_prune_analysis_rejects_slot_attention_and_bad_arguments():
     batches = sprite_batches(num=3)
     with pytest.raises(TypeError, match=r"ARD pruning needs a PSA model .* SlotAttention"):
-        prune_analysis(tiny_model("SA"), batches)
-    model = tiny_model()
+        prune_analysis(small_model("SA"), batches)
+    model = small_model()
     with pytest.raises(ValueError, match=r"tau must be a number >= 0 and < 1"):
         prune_analysis(model, batches, taus=(0.1, 1.0))
     with pytest.raises(ValueError, match="taus must be distinct"):
@@ -255,7 +243,7 @@ def _merge_dist(model) -> float:
 
 
 def test_in_em_mode_matches_a_direct_computation_and_leaves_the_model_as_it_was():
-    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    model = small_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _batch_seed(5)  # what the analysis draws for this batch
@@ -288,7 +276,7 @@ def test_in_em_mode_matches_a_direct_computation_and_leaves_the_model_as_it_was(
 
 
 def test_threshold_mode_on_an_em_pruned_model_decodes_only_its_survivors():
-    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    model = small_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     torch.manual_seed(8)
@@ -304,7 +292,7 @@ def test_threshold_mode_on_an_em_pruned_model_decodes_only_its_survivors():
 
 
 def test_in_em_mode_with_merging_compares_against_plain_em():
-    model = tiny_model(grouping_kwargs={"merge_dist": 5.0})
+    model = small_model(grouping_kwargs={"merge_dist": 5.0})
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _batch_seed(6)
@@ -324,7 +312,7 @@ def test_in_em_mode_with_merging_compares_against_plain_em():
 
 
 def test_merge_dist_at_inference_overrides_the_model_without_writing_to_it():
-    model = tiny_model()  # trained without merging
+    model = small_model()  # trained without merging
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _batch_seed(7)
@@ -334,7 +322,7 @@ def test_merge_dist_at_inference_overrides_the_model_without_writing_to_it():
     assert (~keep).any()
     assert report.at(0.0).mean_kept == pytest.approx(keep.sum(1).double().mean().item())
     # and 0 switches off the merging of a model that merges
-    merging = tiny_model(grouping_kwargs={"merge_dist": 5.0})
+    merging = small_model(grouping_kwargs={"merge_dist": 5.0})
     off = prune_analysis(
         merging, batches, taus=(0.0,), timing_repeats=1, merge_dist=0.0, in_em=True
     )
@@ -347,7 +335,7 @@ def test_merge_dist_at_inference_overrides_the_model_without_writing_to_it():
 
 
 def test_prune_start_at_inference_overrides_the_model_without_writing_to_it():
-    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
+    model = small_model(grouping_kwargs={"prune_tau": 0.3})  # τ after every iteration (start 1)
     batches = sprite_batches(num=4, batch=4)
     images = batches[0]["image"]
     seed = _batch_seed(9)
@@ -369,7 +357,7 @@ def test_prune_start_at_inference_overrides_the_model_without_writing_to_it():
 
 @pytest.mark.parametrize("in_em", [False, True])
 def test_seeded_analysis_does_not_depend_on_the_callers_random_state(in_em):
-    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    model = small_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=8, batch=4)
     reports = []
     for global_seed in (1, 2):
@@ -388,7 +376,7 @@ def test_seeded_analysis_does_not_depend_on_the_callers_random_state(in_em):
 
 
 def test_unseeded_analysis_uses_the_fixed_draw_and_matches_a_direct_computation():
-    model = tiny_model(grouping_kwargs={"prune_tau": 0.3})
+    model = small_model(grouping_kwargs={"prune_tau": 0.3})
     batches = sprite_batches(num=4, batch=4)
     reports = []
     for global_seed in (1, 2):

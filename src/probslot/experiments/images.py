@@ -21,7 +21,7 @@ from typing import Any
 from probslot.config import apply_overrides
 from probslot.experiments.analysis import cell, mean_std
 from probslot.experiments.spec import RunSpec
-from probslot.experiments.study import StudyContext
+from probslot.experiments.study import Scale, StudyContext
 
 __all__ = [
     "COLLAPSED_FG_ARI",
@@ -220,6 +220,49 @@ def cross_seed(ctx: StudyContext, group: str, specs: Sequence[RunSpec]) -> dict[
     return summary
 
 
+def seed_stats(ctx: StudyContext, group: str, specs: Sequence[RunSpec]) -> dict[str, Any]:
+    """`model_stats` of one model's runs plus their agreement across seeds (`cross_seed`, when
+    there are 2 or more): ``smcc_cross``, ``r2_cross``, ``posterior_bhattacharyya`` (PSA) and
+    ``compare_file``."""
+    stats = model_stats(ctx, specs)
+    cross = cross_seed(ctx, group, specs)
+    if cross is not None:
+        stats["smcc_cross"] = cross["smcc"]
+        stats["r2_cross"] = cross["r2"]
+        if "posterior_bhattacharyya" in cross:
+            stats["posterior_bhattacharyya"] = cross["posterior_bhattacharyya"]
+        stats["compare_file"] = cross["file"]
+    return stats
+
+
+def sprites_scales(
+    *base: Mapping[str, Any],
+    cpu: tuple[int, str],
+    gpu: tuple[int, str],
+    tiny: tuple[int, str],
+    min_seeds: int = 1,
+    tiny_settings: Mapping[str, Any] | None = None,
+) -> dict[str, Scale]:
+    """The cpu, gpu and tiny scales of a study in the sprites setting: `SPRITES_CPU` with the
+    study's `base` changes merged in, then `SPRITES_GPU` or `SPRITES_TINY` on top. Each of
+    `cpu`, `gpu`, `tiny` is (default seeds, description); `tiny_settings` (e.g. the variants a
+    smoke test trains) and `TINY_EVALUATE` go into the tiny scale's settings."""
+    return {
+        "cpu": Scale("cpu", *cpu, {"config": merge(SPRITES_CPU, *base)}, min_seeds),
+        "gpu": Scale("gpu", *gpu, {"config": merge(SPRITES_CPU, *base, SPRITES_GPU)}, min_seeds),
+        "tiny": Scale(
+            "tiny",
+            *tiny,
+            {
+                "config": merge(SPRITES_CPU, *base, SPRITES_TINY),
+                **(tiny_settings or {}),
+                "evaluate": TINY_EVALUATE,
+            },
+            min_seeds,
+        ),
+    }
+
+
 #: axis and colour-bar labels of the per-run figures
 FIGURE_LABELS = {
     "smcc_gt": "SMCC vs ground-truth latents",
@@ -352,12 +395,7 @@ class SweepStudy:
     def variant_stats(self, ctx: StudyContext) -> dict[str, dict[str, Any]]:
         out = {}
         for group, specs in ctx.groups().items():
-            stats = model_stats(ctx, specs)
-            cross = cross_seed(ctx, group, specs)
-            if cross is not None:
-                stats["smcc_cross"] = cross["smcc"]
-                stats["r2_cross"] = cross["r2"]
-            out[group] = stats
+            out[group] = seed_stats(ctx, group, specs)
         return out
 
     def variant_table(self, title: str, stats: Mapping[str, Mapping[str, Any]]) -> Any:

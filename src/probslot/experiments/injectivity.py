@@ -24,13 +24,9 @@ from typing import Any
 from probslot.experiments.images import (
     NOA_DECODER,
     PSA_KWARGS,
-    SPRITES_CPU,
-    SPRITES_GPU,
-    SPRITES_TINY,
-    TINY_EVALUATE,
     SweepStudy,
     bar_figure,
-    merge,
+    sprites_scales,
 )
 from probslot.experiments.study import Scale, Study, StudyContext, StudyOutput, register_study
 
@@ -64,15 +60,13 @@ class InjectivityStudy(SweepStudy, Study):
         "transformer decoders, and a narrowing vs a wide decoder; SMCC against ground truth and "
         "across seeds."
     )
-    scales = {
-        "cpu": Scale("cpu", 2, "6 variants × 2 seeds × 2,000 steps: about 35 minutes on 2 cores",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ)}),
-        "gpu": Scale("gpu", 3, "6 variants × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_GPU)}),
-        "tiny": Scale("tiny", 1, "smoke test: 2 of the variants (all are built), 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
-                       "variants": ["LeakyReLU (reference)", "transformer decoder"], "evaluate": TINY_EVALUATE}),
-    }  # fmt: skip
+    scales = sprites_scales(
+        _PSA_PROJ,
+        cpu=(2, "6 variants × 2 seeds × 2,000 steps: about 35 minutes on 2 cores"),
+        gpu=(3, "6 variants × 3 seeds × 30,000 steps on one GPU"),
+        tiny=(1, "smoke test: 2 of the variants (all are built), 4 steps per run"),
+        tiny_settings={"tiny": True, "variants": ["LeakyReLU (reference)", "transformer decoder"]},
+    )
 
     def variants(self, scale: Scale) -> dict[str, dict[str, Any]]:
         return _variants(bool(scale.settings.get("tiny")))

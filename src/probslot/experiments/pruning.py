@@ -26,13 +26,10 @@ from typing import Any
 from probslot.experiments.analysis import cell, mean_std
 from probslot.experiments.images import (
     PSA_KWARGS,
-    SPRITES_CPU,
-    SPRITES_GPU,
-    SPRITES_TINY,
-    TINY_EVALUATE,
     eval_figures,
     merge,
     split_overrides,
+    sprites_scales,
     train_run,
 )
 from probslot.experiments.spec import RunSpec
@@ -92,14 +89,16 @@ class PruningStudy(Study):
         "MSE against τ for ARD after EM (paper Eq. 7) and inside EM, against decoding all K "
         "slots and against an AdaSlot-style learned keep gate."
     )
-    scales = {
-        "cpu": Scale("cpu", 2, "2 models × 2 seeds × 2,000 steps, two runs at a time: about 20 "
-                     "minutes on 2 cores", {"config": merge(SPRITES_CPU, _DATA, _PSA)}),
-        "gpu": Scale("gpu", 3, "2 models × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_GPU)}),
-        "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _DATA, _PSA, SPRITES_TINY), "evaluate": TINY_EVALUATE}),
-    }  # fmt: skip
+    scales = sprites_scales(
+        _DATA,
+        _PSA,
+        cpu=(
+            2,
+            "2 models × 2 seeds × 2,000 steps, two runs at a time: about 20 minutes on 2 cores",
+        ),
+        gpu=(3, "2 models × 3 seeds × 30,000 steps on one GPU"),
+        tiny=(1, "smoke test: 4 steps per run"),
+    )
 
     def plan(self, scale: Scale, seeds: int, overrides: Sequence[str] = ()) -> list[RunSpec]:
         config_overrides, evaluate = split_overrides(overrides)

@@ -27,16 +27,12 @@ from probslot.experiments.analysis import cell
 from probslot.experiments.images import (
     NOA_DECODER,
     PSA_KWARGS,
-    SPRITES_CPU,
-    SPRITES_GPU,
-    SPRITES_TINY,
-    TINY_EVALUATE,
-    cross_seed,
     eval_figures,
     merge,
-    model_stats,
     scatter_figure,
+    seed_stats,
     split_overrides,
+    sprites_scales,
     train_run,
 )
 from probslot.experiments.spec import RunSpec
@@ -86,33 +82,16 @@ class SpritesStudy(Study):
         "ground-truth latents and across seeds, reconstruction, segmentation and compositional "
         "contrast on 512 held-out scenes."
     )
-    scales = {
-        "cpu": Scale(
-            "cpu",
+    scales = sprites_scales(
+        cpu=(
             3,
             "6 models × 3 seeds × 2,000 steps, two runs at a time: about 50 minutes on 2 cores",
-            {"config": SPRITES_CPU},
-            min_seeds=2,
-        ),  # fmt: skip
-        "gpu": Scale(
-            "gpu",
-            5,
-            "6 models × 5 seeds × 30,000 steps at batch 64 on one GPU",
-            {"config": merge(SPRITES_CPU, SPRITES_GPU)},
-            min_seeds=2,
-        ),  # fmt: skip
-        "tiny": Scale(
-            "tiny",
-            2,
-            "smoke test: 2 of the models, 4 steps per run",
-            {
-                "config": merge(SPRITES_CPU, SPRITES_TINY),
-                "models": ["AE", "PSA-Proj"],
-                "evaluate": TINY_EVALUATE,
-            },
-            min_seeds=2,
-        ),  # fmt: skip
-    }
+        ),
+        gpu=(5, "6 models × 5 seeds × 30,000 steps at batch 64 on one GPU"),
+        tiny=(2, "smoke test: 2 of the models, 4 steps per run"),
+        min_seeds=2,
+        tiny_settings={"models": ["AE", "PSA-Proj"]},
+    )
 
     def models(self) -> dict[str, dict[str, Any]]:
         return MODELS
@@ -139,15 +118,7 @@ class SpritesStudy(Study):
     def analyse(self, ctx: StudyContext) -> StudyOutput:
         models: dict[str, Any] = {}
         for group, specs in ctx.groups().items():
-            stats = model_stats(ctx, specs)
-            cross = cross_seed(ctx, group, specs)
-            if cross is not None:
-                stats["smcc_cross"] = cross["smcc"]
-                stats["r2_cross"] = cross["r2"]
-                if "posterior_bhattacharyya" in cross:
-                    stats["posterior_bhattacharyya"] = cross["posterior_bhattacharyya"]
-                stats["compare_file"] = cross["file"]
-            models[group] = stats
+            models[group] = seed_stats(ctx, group, specs)
         rows = []
         for group, stats in models.items():
             flag = f" ({len(stats['collapsed'])} collapsed)" if stats["collapsed"] else ""

@@ -17,12 +17,8 @@ from typing import Any
 
 from probslot.experiments.images import (
     PSA_KWARGS,
-    SPRITES_CPU,
-    SPRITES_GPU,
-    SPRITES_TINY,
-    TINY_EVALUATE,
     SweepStudy,
-    merge,
+    sprites_scales,
 )
 from probslot.experiments.study import Scale, Study, StudyContext, StudyOutput, register_study
 
@@ -81,16 +77,16 @@ class TradeoffStudy(SweepStudy, Study):
         "PSA-Proj on the sprites setting; one setting changed at a time around the reference; "
         "SMCC against ground truth vs reconstruction MSE, with the Pareto front."
     )
-    scales = {
-        "cpu": Scale("cpu", 1, "7 settings × 1 seed × 2,000 steps: about 20 minutes on 2 cores",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ)}),
-        "gpu": Scale("gpu", 3, "7 settings × 3 seeds × 30,000 steps on one GPU",
-                     {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_GPU)}),
-        "tiny": Scale("tiny", 1, "smoke test: 4 steps per run",
-                      {"config": merge(SPRITES_CPU, _PSA_PROJ, SPRITES_TINY), "tiny": True,
-                       "variants": ["reference (d=8, T=5, K=4, mle)", "slot size 4", "1 EM iteration"],
-                       "evaluate": TINY_EVALUATE}),
-    }  # fmt: skip
+    scales = sprites_scales(
+        _PSA_PROJ,
+        cpu=(1, "7 settings × 1 seed × 2,000 steps: about 20 minutes on 2 cores"),
+        gpu=(3, "7 settings × 3 seeds × 30,000 steps on one GPU"),
+        tiny=(1, "smoke test: 4 steps per run"),
+        tiny_settings={
+            "tiny": True,
+            "variants": ["reference (d=8, T=5, K=4, mle)", "slot size 4", "1 EM iteration"],
+        },
+    )
     columns = (
         ("smcc_gt", "SMCC vs GT"),
         ("r2_gt", "R² vs GT"),

@@ -99,15 +99,16 @@ def execute(spec_path: str | Path) -> dict[str, Any]:
     files = RunFiles(spec_path.parent)
     begin = time.time()
     result = KIND_RUNNERS[spec.kind](spec, files)
+    earlier = result.pop("earlier_seconds", 0.0)  # training done by an earlier call
     result = {
         "name": spec.name,
         "group": spec.group,
         "seed": spec.seed,
         "kind": spec.kind,
         "fingerprint": spec.fingerprint,
+        "seconds": time.time() - begin + earlier,
         **result,
     }
-    result = {**result, "seconds": time.time() - begin + result.pop("earlier_seconds", 0.0)}
     text = json.dumps(result, indent=2, default=_jsonable, allow_nan=True) + "\n"
     atomic_write_text(files.root / RESULT_FILE, text)
     return result

@@ -18,6 +18,7 @@ from probslot.posterior.mixture import GaussianMixture, load_mixture
 from probslot.posterior.pruning import (
     DEFAULT_TAUS,
     KeepGateResult,
+    PruneFigures,
     PruningReport,
     TauResult,
     headline_tau,
@@ -37,6 +38,7 @@ __all__ = [
     "model_fingerprint",
     "DEFAULT_TAUS",
     "KeepGateResult",
+    "PruneFigures",
     "PruningReport",
     "TauResult",
     "headline_tau",

@@ -120,11 +120,11 @@ def count_flops(fn: Any, *args: Any, **kwargs: Any) -> tuple[Any, int]:
 
 # ---------------------------------------------------------------------- report types
 @dataclass(frozen=True)
-class TauResult:
-    """ARD at one threshold τ, averaged over the evaluated images.
+class PruneFigures:
+    """What one pruning rule does, averaged over the evaluated images, against decoding every
+    slot (the baseline): the fields shared by `TauResult` and `KeepGateResult`.
 
     Attributes:
-        tau: the threshold.
         mean_kept: mean number of kept slots per image (of K).
         mae_with_background: MAE of kept slots vs num_objects + 1 (headline convention).
         mae_objects_only: MAE of kept slots vs num_objects.
@@ -142,7 +142,6 @@ class TauResult:
         fg_ari_change: fg_ari − fg_ari without pruning (absolute).
     """
 
-    tau: float
     mean_kept: float
     mae_with_background: float
     mae_objects_only: float
@@ -163,35 +162,47 @@ class TauResult:
             self.mae_with_background if convention == "with_background" else self.mae_objects_only
         )
 
+    def lines(
+        self, num_slots: int, headline: Convention = HEADLINE, label: str = "", more: str = ""
+    ) -> list[str]:
+        """The figures as the lines of `PruningReport.summary`: the MAE under `headline`, named
+        `label` (default: the convention's name) and followed by `more`."""
+        return [
+            f"  kept slots        {self.mean_kept:.2f} / {num_slots}",
+            f"  slot-count MAE    {self.mae(headline):.3f} ({label or headline}){more}",
+            f"  decoder FLOPs     {self.decoder_flops_saved:.1%} saved "
+            f"(whole model {self.model_flops_saved:.1%})",
+            f"  decoder time      {self.decoder_time_saved:.1%} saved",
+            f"  MSE               {self.mse:.5f} ({self.mse_change_pct:+.2f}% vs no pruning)",
+            f"  FG-ARI            {self.fg_ari:.4f} ({self.fg_ari_change:+.4f} vs no pruning)",
+        ]
+
 
 @dataclass(frozen=True)
-class KeepGateResult:
+class TauResult(PruneFigures):
+    """ARD at one threshold τ (the `PruneFigures` of the rule π > τ).
+
+    Attributes:
+        tau: the threshold.
+    """
+
+    tau: float
+
+
+@dataclass(frozen=True)
+class KeepGateResult(PruneFigures):
     """A learned keep gate's rule (`probslot.nn.KeepGate`, AdaSlot: decode the slots whose
     deterministic gate keep_prob > 0.5 is on) on the evaluated images, in the fields and
-    conventions of `TauResult` (kept slots against the same object counts, decoder FLOPs and
+    conventions of `PruneFigures` (kept slots against the same object counts, decoder FLOPs and
     time against decoding every slot, MSE and FG-ARI against that baseline).
 
     Attributes:
-        mean_kept … fg_ari_change: as in `TauResult`.
         mean_keep_prob: mean of the gate's keep_prob over images and slots (what the training
             penalty weighs).
         num_images: images evaluated.
         baseline_mse, baseline_fg_ari: the figures of the baseline (no pruning) they compare to.
     """
 
-    mean_kept: float
-    mae_with_background: float
-    mae_objects_only: float
-    exact_with_background: float
-    decoder_flops: float
-    decoder_flops_saved: float
-    model_flops_saved: float
-    decoder_seconds: float
-    decoder_time_saved: float
-    mse: float
-    mse_change_pct: float
-    fg_ari: float
-    fg_ari_change: float
     mean_keep_prob: float
     num_images: int
     baseline_mse: float
@@ -199,12 +210,6 @@ class KeepGateResult:
 
     #: the label of its row in a report's table
     label: ClassVar[str] = "learned keep gate"
-
-    def mae(self, convention: Convention = HEADLINE) -> float:
-        """The slot-count MAE under `convention`."""
-        return (
-            self.mae_with_background if convention == "with_background" else self.mae_objects_only
-        )
 
 
 _COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -342,38 +347,24 @@ class PruningReport:
         """A few lines describing the result at `tau` (headline convention first)."""
         r = self.at(tau)
         other = "objects_only" if self.headline == "with_background" else "with_background"
-        return "\n".join(
-            [
-                f"ARD pruning at tau={r.tau:g} "
-                f"({'inside EM' if self.in_em else 'threshold on the final pi'}) on "
-                f"{self.num_images} images (K={self.num_slots}, {self.mean_objects:.2f} "
-                f"{self.object_count} objects/image{self._settings()}):",
-                f"  kept slots        {r.mean_kept:.2f} / {self.num_slots}",
-                f"  slot-count MAE    {r.mae(self.headline):.3f} ({self.headline}, headline); "
-                f"{r.mae(other):.3f} ({other}); a constant guess of the median count: "
-                f"{self.constant_mae:.3f}",
-                f"  decoder FLOPs     {r.decoder_flops_saved:.1%} saved "
-                f"(whole model {r.model_flops_saved:.1%})",
-                f"  decoder time      {r.decoder_time_saved:.1%} saved",
-                f"  MSE               {r.mse:.5f} ({r.mse_change_pct:+.2f}% vs no pruning)",
-                f"  FG-ARI            {r.fg_ari:.4f} ({r.fg_ari_change:+.4f} vs no pruning)",
-                *self._gate_lines(),
-            ]
+        more = (
+            f"; {r.mae(other):.3f} ({other}); a constant guess of the median count: "
+            f"{self.constant_mae:.3f}"
         )
-
-    def _gate_lines(self) -> list[str]:
-        g = self.keep_gate
-        if g is None:
-            return []
-        return [
-            f"{g.label} (keep_prob > 0.5; mean keep_prob {g.mean_keep_prob:.3f}):",
-            f"  kept slots        {g.mean_kept:.2f} / {self.num_slots}",
-            f"  slot-count MAE    {g.mae(self.headline):.3f} ({self.headline})",
-            f"  decoder FLOPs     {g.decoder_flops_saved:.1%} saved "
-            f"(whole model {g.model_flops_saved:.1%})",
-            f"  MSE               {g.mse:.5f} ({g.mse_change_pct:+.2f}% vs no pruning)",
-            f"  FG-ARI            {g.fg_ari:.4f} ({g.fg_ari_change:+.4f} vs no pruning)",
-        ]
+        lines = r.lines(self.num_slots, self.headline, f"{self.headline}, headline", more)
+        header = (
+            f"ARD pruning at tau={r.tau:g} "
+            f"({'inside EM' if self.in_em else 'threshold on the final pi'}) on "
+            f"{self.num_images} images (K={self.num_slots}, {self.mean_objects:.2f} "
+            f"{self.object_count} objects/image{self._settings()}):"
+        )
+        gate = self.keep_gate
+        if gate is not None:
+            lines += [
+                f"{gate.label} (keep_prob > 0.5; mean keep_prob {gate.mean_keep_prob:.3f}):",
+                *gate.lines(self.num_slots, self.headline),
+            ]
+        return "\n".join([header, *lines])
 
 
 def _fmt(value: float, spec: str) -> str:
